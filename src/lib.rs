@@ -1,1 +1,64 @@
-//! x
+//! # copas
+//!
+//! A dispatcher that runs every TCP connection handler as a stackful coroutine, after Lua's
+//! [Copas](https://lunarmodules.github.io/copas/). A handler is an ordinary synchronous
+//! function — `let line = sock.receive_line()?; sock.send(b"...")?;` — and yet thousands of
+//! connections are served by one thread: when a call would block, the task yields to the
+//! readiness loop, which resumes it when its socket is ready.
+//!
+//! ```
+//! use copas::TcpStream;
+//!
+//! // Copas `addserver`: an echo server on a free loopback port.
+//! let server = copas::add_server("127.0.0.1:0", |mut conn: TcpStream| {
+//!     while let Some(line) = conn.receive_line()? {
+//!         if &line[..] == b"quit" {
+//!             break;
+//!         }
+//!         conn.send(&line)?;
+//!         conn.send(b"\n")?;
+//!     }
+//!     Ok(())
+//! })?;
+//! let addr = server.local_addr();
+//!
+//! // Copas `addthread`: a client in the same thread.
+//! let client = copas::spawn(move || -> std::io::Result<_> {
+//!     let mut sock = TcpStream::connect(addr)?;
+//!     sock.send(b"hello\nquit\n")?;
+//!     let reply = sock.receive_line()?;
+//!     server.stop();
+//!     Ok(reply)
+//! });
+//!
+//! // Copas `loop`: returns once the server is stopped and the client is done.
+//! copas::run()?;
+//! assert_eq!(client.join().unwrap()?.as_deref(), Some(&b"hello"[..]));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! This crate re-exports [`copas_core`] (the scheduler: tasks, timers, sleeping, wake-ups)
+//! and [`copas_net`] (the readiness loop and sockets), so everything is `copas::...`.
+//!
+//! # Crate features
+//! None yet; the crate has no optional parts.
+//!
+//! # Threads
+//! One runtime per thread, created on first use. Tasks and sockets never leave their
+//! thread, so they are `!Send` and may use `Rc` and `RefCell` freely. To use several cores,
+//! run one runtime per thread, each with its own listener (`SO_REUSEPORT`) or its own
+//! connections. [`Task::unpark`] is the one handle that works across threads.
+//!
+//! # Panics
+//! A panic in a handler or task is caught at the task's root and reported to the error
+//! handler ([`Runtime::set_error_handler`]) with the task's name and, for connection
+//! handlers, the peer address; the loop and the other connections go on, and the panicking
+//! connection's socket is closed by its destructor.
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub use copas_core::*;
+pub use copas_net::*;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -401,7 +401,11 @@ impl Shared {
 
     pub(crate) fn current_task(&self) -> Option<Task> {
         let id = current_task_id()?;
-        let name = self.tasks.borrow().get(id.index).and_then(|s| s.name.clone());
+        let name = self
+            .tasks
+            .borrow()
+            .get(id.index)
+            .and_then(|s| s.name.clone());
         Some(self.task_handle(id, name))
     }
 
@@ -777,9 +781,10 @@ fn report_panic(id: TaskId, spec: &TaskSpec, payload: &(dyn Any + Send)) {
             .to_owned(),
         peer: spec.peer,
     };
-    let handler = spec.error_handler.clone().or_else(|| {
-        Runtime::try_current().and_then(|rt| rt.shared.error_handler.borrow().clone())
-    });
+    let handler = spec
+        .error_handler
+        .clone()
+        .or_else(|| Runtime::try_current().and_then(|rt| rt.shared.error_handler.borrow().clone()));
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| match handler {
         Some(h) => h(&info),
         None => eprintln!("copas: {info}"),

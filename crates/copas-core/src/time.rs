@@ -177,7 +177,10 @@ impl Timer {
     /// Panics if `period` is zero.
     #[track_caller]
     pub fn interval(period: Duration, f: impl Fn(&Timer) + 'static) -> Timer {
-        assert!(!period.is_zero(), "copas: Timer::interval with a zero period");
+        assert!(
+            !period.is_zero(),
+            "copas: Timer::interval with a zero period"
+        );
         let t = Timer::new(Some(period), f);
         t.arm(period);
         t
@@ -198,20 +201,17 @@ impl Timer {
     /// (Re-)arms the timer to fire `delay` from now, replacing any pending firing. A
     /// recurring timer goes on with its period from there. Works from inside the callback.
     pub fn arm(&self, delay: Duration) {
-        let deadline = Instant::now()
-            .checked_add(delay)
-            .unwrap_or_else(far_future);
+        let deadline = Instant::now().checked_add(delay).unwrap_or_else(far_future);
         self.arm_at(deadline);
     }
 
     fn arm_at(&self, deadline: Instant) {
         self.disarm();
         let me = self.clone();
-        let key = self
-            .inner
-            .runtime
-            .shared()
-            .insert_timer(deadline, TimerAction::Call(Box::new(move || me.fire(deadline))));
+        let key = self.inner.runtime.shared().insert_timer(
+            deadline,
+            TimerAction::Call(Box::new(move || me.fire(deadline))),
+        );
         self.inner.armed.set(Some(key));
     }
 

@@ -1,0 +1,81 @@
+//! `TcpListener`: a listening socket whose `accept` suspends the task.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use crate::reactor::Direction;
+use crate::source::Source;
+use crate::tcp::{each_addr, TcpStream};
+
+/// A listening TCP socket for use inside copas tasks. Most servers use
+/// [`add_server`](crate::add_server) instead, which accepts in a task of its own.
+pub struct TcpListener {
+    source: Source<std::net::TcpListener>,
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("local", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl TcpListener {
+    /// Binds a listener to the first address `addr` resolves to that works.
+    ///
+    /// # Errors
+    /// The bind error of the last address tried.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        each_addr(addr, std::net::TcpListener::bind).and_then(TcpListener::from_std)
+    }
+
+    /// Wraps a `std::net::TcpListener` (Copas `wrap` on a server socket).
+    ///
+    /// # Errors
+    /// When the socket cannot be made non-blocking or registered.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            source: Source::new(listener)?,
+        })
+    }
+
+    /// Accepts a connection, suspending the task until one arrives.
+    ///
+    /// # Errors
+    /// A cancellation error, or the OS error (e.g. `EMFILE` when out of descriptors).
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, peer) = self.accept_std(None)?;
+        Ok((TcpStream::from_std(s)?, peer))
+    }
+
+    /// Accepts with the `std` type, without registering the new socket.
+    pub(crate) fn accept_std(
+        &self,
+        deadline: Option<Instant>,
+    ) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+        self.source
+            .do_io(Direction::Read, deadline, std::net::TcpListener::accept)
+    }
+
+    /// One accept attempt that never waits (`WouldBlock` when none is pending).
+    pub(crate) fn try_accept(&self) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+        self.source.get_ref().accept()
+    }
+
+    /// Suspends until a connection may be pending.
+    pub(crate) fn wait_readable(&self) -> io::Result<()> {
+        self.source.wait(Direction::Read, None)
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.source.get_ref().local_addr()
+    }
+}

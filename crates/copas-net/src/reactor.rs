@@ -1,0 +1,361 @@
+//! The readiness loop: copas-core's [`Driver`] on a `polling::Poller`.
+//!
+//! Every socket is registered once, edge-triggered where the platform supports it (oneshot
+//! otherwise, re-armed before each wait), under a key made of its slab index and a
+//! generation number; an event whose generation no longer matches its slot (the socket was
+//! closed and the slot reused) is ignored, so a late event cannot wake the wrong task.
+//!
+//! Invariants:
+//! - A slot's `reader`/`writer` is the one task suspended waiting for that direction;
+//!   at most one of each. `waiters` counts the filled ones plus the sockets whose buffered
+//!   output waits for writability.
+//! - No `RefCell` borrow of the reactor is held while waking a task or flushing a socket.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use copas_core::{hooks, Driver, Notify, Runtime, TaskId};
+use polling::{Event, Events, PollMode, Poller};
+use slab::Slab;
+
+/// Which readiness a task waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+/// Output that the reactor writes out in the background (before each wait, and when the
+/// socket becomes writable again).
+pub(crate) trait BackgroundFlush {
+    /// Writes as much buffered output as the socket takes without blocking. Returns
+    /// whether output is still pending.
+    fn flush_background(&self) -> bool;
+}
+
+struct Slot {
+    generation: u32,
+    reader: Option<TaskId>,
+    writer: Option<TaskId>,
+    /// Whose output waits for writability, if any.
+    flusher: Option<Weak<dyn BackgroundFlush>>,
+    /// Read and write interest for the oneshot fallback.
+    interest: (bool, bool),
+}
+
+struct Inner {
+    slots: Slab<Slot>,
+    next_generation: u32,
+    waiters: usize,
+    /// Sockets with output buffered during this step.
+    flush_queue: Vec<Rc<dyn BackgroundFlush>>,
+}
+
+/// The per-thread readiness loop. Created on first use of a copas socket and installed as
+/// the runtime's driver; applications normally never touch it.
+pub struct Reactor {
+    poller: Arc<Poller>,
+    mode: PollMode,
+    inner: RefCell<Inner>,
+    events: RefCell<Events>,
+    runtime: Runtime,
+    polls: Cell<u64>,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.borrow();
+        f.debug_struct("Reactor")
+            .field("mode", &self.mode)
+            .field("sources", &inner.slots.len())
+            .field("waiters", &inner.waiters)
+            .finish()
+    }
+}
+
+fn key_of(index: usize, generation: u32) -> usize {
+    // The poller reserves usize::MAX; indices stay far below 2^32.
+    (index & 0xffff_ffff) | ((generation as usize) << 32)
+}
+
+fn split_key(key: usize) -> (usize, u32) {
+    (key & 0xffff_ffff, (key >> 32) as u32)
+}
+
+impl Reactor {
+    /// The current thread's reactor, installed into the thread's runtime on first use.
+    ///
+    /// # Errors
+    /// When the poller cannot be created (out of descriptors), or when the runtime has a
+    /// driver of another kind.
+    pub fn current() -> io::Result<Rc<Reactor>> {
+        let rt = Runtime::try_current().ok_or_else(|| {
+            io::Error::other("copas: the runtime is not available while the thread exits")
+        })?;
+        if let Some(r) = rt.driver::<Reactor>() {
+            return Ok(r);
+        }
+        let poller = Poller::new()?;
+        let mode = if poller.supports_edge() {
+            PollMode::Edge
+        } else {
+            PollMode::Oneshot
+        };
+        let reactor = Rc::new(Reactor {
+            poller: Arc::new(poller),
+            mode,
+            inner: RefCell::new(Inner {
+                slots: Slab::new(),
+                next_generation: 0,
+                waiters: 0,
+                flush_queue: Vec::new(),
+            }),
+            events: RefCell::new(Events::new()),
+            runtime: rt.clone(),
+            polls: Cell::new(0),
+        });
+        rt.set_driver(reactor.clone())?;
+        Ok(reactor)
+    }
+
+    pub(crate) fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    pub(crate) fn mode(&self) -> PollMode {
+        self.mode
+    }
+
+    /// Reserves a slot; returns its poller key.
+    pub(crate) fn insert_slot(&self) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        let generation = inner.next_generation;
+        inner.next_generation = generation.wrapping_add(1);
+        let index = inner.slots.insert(Slot {
+            generation,
+            reader: None,
+            writer: None,
+            flusher: None,
+            interest: (false, false),
+        });
+        key_of(index, generation)
+    }
+
+    /// Frees a slot. Tasks still recorded as waiting are woken so they see the socket gone.
+    pub(crate) fn remove_slot(&self, key: usize) {
+        let (index, generation) = split_key(key);
+        let slot = {
+            let mut inner = self.inner.borrow_mut();
+            match inner.slots.get(index) {
+                Some(s) if s.generation == generation => {}
+                _ => return,
+            }
+            let slot = inner.slots.remove(index);
+            let n = usize::from(slot.reader.is_some())
+                + usize::from(slot.writer.is_some())
+                + usize::from(slot.flusher.is_some());
+            inner.waiters -= n;
+            slot
+        };
+        for id in [slot.reader, slot.writer].into_iter().flatten() {
+            hooks::wake(&self.runtime, id);
+        }
+    }
+
+    /// Number of registered sockets and listeners.
+    pub fn sources(&self) -> usize {
+        self.inner.borrow().slots.len()
+    }
+
+    /// How many times the reactor has polled the operating system.
+    pub fn polls(&self) -> u64 {
+        self.polls.get()
+    }
+
+    /// Suspends the caller until the socket registered under `key` may be ready in
+    /// direction `dir`, the deadline passes, or the task is cancelled. The caller must
+    /// have seen `WouldBlock` from the operation it retries afterwards.
+    ///
+    /// # Errors
+    /// `ResourceBusy` if another task waits in the same direction; `TimedOut`; a
+    /// cancellation error; `NotConnected` if the socket was closed meanwhile.
+    pub(crate) fn wait(
+        &self,
+        key: usize,
+        fd: BorrowedFd<'_>,
+        dir: Direction,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let me = hooks::waiter_id();
+        let (index, generation) = split_key(key);
+        let rearm = {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            let slot = match inner.slots.get_mut(index) {
+                Some(s) if s.generation == generation => s,
+                _ => return Err(closed()),
+            };
+            let waiter = match dir {
+                Direction::Read => &mut slot.reader,
+                Direction::Write => &mut slot.writer,
+            };
+            match waiter {
+                Some(other) if *other != me => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ResourceBusy,
+                        match dir {
+                            Direction::Read => "copas: another task is already reading this socket",
+                            Direction::Write => {
+                                "copas: another task is already writing this socket"
+                            }
+                        },
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    *waiter = Some(me);
+                    inner.waiters += 1;
+                }
+            }
+            if self.mode == PollMode::Oneshot {
+                slot.interest = (slot.reader.is_some(), slot.writer.is_some());
+                Some(slot.interest)
+            } else {
+                None
+            }
+        };
+        let _guard = WaitGuard {
+            reactor: self,
+            key,
+            dir,
+            me,
+        };
+        if let Some((r, w)) = rearm {
+            self.poller
+                .modify_with_mode(fd, Event::new(key, r, w), PollMode::Oneshot)?;
+        }
+        hooks::suspend(deadline)
+    }
+
+    /// Queues `f` to be flushed before the loop next waits.
+    pub(crate) fn queue_flush(&self, f: Rc<dyn BackgroundFlush>) {
+        self.inner.borrow_mut().flush_queue.push(f);
+    }
+
+    /// Records (or clears) that the socket's output waits for writability.
+    pub(crate) fn set_flusher(&self, key: usize, f: Option<Weak<dyn BackgroundFlush>>) {
+        let (index, generation) = split_key(key);
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if let Some(slot) = inner.slots.get_mut(index) {
+            if slot.generation == generation {
+                match (&slot.flusher, &f) {
+                    (None, Some(_)) => inner.waiters += 1,
+                    (Some(_), None) => inner.waiters -= 1,
+                    _ => {}
+                }
+                slot.flusher = f;
+            }
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "copas: the socket was closed")
+}
+
+/// Clears the waiter record when the wait ends, also when the task unwinds.
+struct WaitGuard<'a> {
+    reactor: &'a Reactor,
+    key: usize,
+    dir: Direction,
+    me: TaskId,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let (index, generation) = split_key(self.key);
+        let mut inner = self.reactor.inner.borrow_mut();
+        let inner = &mut *inner;
+        if let Some(slot) = inner.slots.get_mut(index) {
+            if slot.generation == generation {
+                let waiter = match self.dir {
+                    Direction::Read => &mut slot.reader,
+                    Direction::Write => &mut slot.writer,
+                };
+                if *waiter == Some(self.me) {
+                    *waiter = None;
+                    inner.waiters -= 1;
+                }
+            }
+        }
+    }
+}
+
+impl Driver for Reactor {
+    fn park(&self, timeout: Option<Duration>, wake: &mut dyn FnMut(TaskId)) -> io::Result<usize> {
+        let mut events = self.events.borrow_mut();
+        events.clear();
+        self.polls.set(self.polls.get() + 1);
+        match self.poller.wait(&mut events, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        let mut handled = 0;
+        let mut to_flush: Vec<Rc<dyn BackgroundFlush>> = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            for ev in events.iter() {
+                let (index, generation) = split_key(ev.key);
+                let Some(slot) = inner.slots.get_mut(index) else {
+                    continue;
+                };
+                if slot.generation != generation {
+                    continue;
+                }
+                handled += 1;
+                if ev.readable {
+                    if let Some(id) = slot.reader {
+                        wake(id);
+                    }
+                }
+                if ev.writable {
+                    if let Some(id) = slot.writer {
+                        wake(id);
+                    } else if let Some(f) = slot.flusher.as_ref().and_then(Weak::upgrade) {
+                        to_flush.push(f);
+                    }
+                }
+            }
+            inner.flush_queue.append(&mut to_flush);
+        }
+        Ok(handled)
+    }
+
+    fn before_park(&self) {
+        let queue = std::mem::take(&mut self.inner.borrow_mut().flush_queue);
+        for f in queue {
+            f.flush_background();
+        }
+    }
+
+    fn has_waiters(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.waiters > 0 || !inner.flush_queue.is_empty()
+    }
+
+    fn notifier(&self) -> Notify {
+        let poller = self.poller.clone();
+        Arc::new(move || {
+            let _ = poller.notify();
+        })
+    }
+}

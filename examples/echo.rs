@@ -1,0 +1,47 @@
+//! A Copas-style echo server: every line a client sends comes back followed by `\n`; the
+//! line `quit` closes the connection. Any number of clients at once, on one thread.
+//!
+//! ```text
+//! cargo run --release --example echo                         # 127.0.0.1:7000
+//! cargo run --release --example echo -- --addr 127.0.0.1:9000
+//! nc 127.0.0.1 7000
+//! ```
+
+use std::io;
+
+use copas::TcpStream;
+
+fn handle(mut conn: TcpStream) -> io::Result<()> {
+    while let Some(line) = conn.receive_line()? {
+        if &line[..] == b"quit" {
+            break;
+        }
+        conn.send(&line)?;
+        conn.send(b"\n")?;
+    }
+    conn.close()
+}
+
+fn main() -> io::Result<()> {
+    let addr = parse_addr("127.0.0.1:7000");
+    let server = copas::ServerBuilder::new()
+        .name("echo")
+        .serve(addr.as_str(), handle)?;
+    println!("echo server listening on {}", server.local_addr());
+    copas::run()
+}
+
+/// `--addr HOST:PORT` from the command line, or the default.
+fn parse_addr(default: &str) -> String {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--addr" {
+            if let Some(v) = args.next() {
+                return v;
+            }
+        } else if let Some(v) = arg.strip_prefix("--addr=") {
+            return v.to_owned();
+        }
+    }
+    default.to_owned()
+}

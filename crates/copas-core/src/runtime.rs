@@ -62,6 +62,8 @@ struct Slot {
     token: bool,
     /// Waiting in `wait_for_exit`.
     exit_waiter: bool,
+    /// The deadline of the innermost `with_timeout` scope.
+    scope_deadline: Option<Instant>,
     budget: u32,
 }
 
@@ -140,6 +142,8 @@ pub(crate) struct Shared {
     shutting_down: Cell<bool>,
     steps: Cell<u64>,
     sleeping: Cell<usize>,
+    /// `with_timeout` scope of code running outside any task.
+    main_scope_deadline: Cell<Option<Instant>>,
 }
 
 /// A copas runtime: the scheduler of one thread.
@@ -248,17 +252,17 @@ impl Runtime {
         any.downcast::<D>().ok()
     }
 
-    /// Runs one iteration of the loop (Copas `step`): resumes the tasks that are runnable,
-    /// flushes buffered output, then waits for I/O or timers for at most `timeout` (`None`:
-    /// as long as it takes, but never when nothing could ever wake the loop) and marks what
-    /// became ready runnable for the next call.
+    /// Runs one iteration of the loop (Copas `step`): if no task is runnable, waits for
+    /// I/O or a timer for at most `timeout` (`None`: as long as it takes, but never when
+    /// nothing could ever end the wait); then resumes every task that is runnable, once,
+    /// and flushes the output they buffered.
     ///
     /// Returns whether anything happened (a task ran or an event or timer fired); `false`
     /// means the wait timed out idle.
     ///
     /// # Errors
-    /// The driver's polling error; or [`io::ErrorKind::WouldBlock`]… never: when called
-    /// from inside a task or re-entrantly it fails with [`io::ErrorKind::Unsupported`].
+    /// The driver's polling error; [`io::ErrorKind::Unsupported`] when called from inside
+    /// a task or re-entrantly.
     ///
     /// # Examples
     /// ```
@@ -285,6 +289,12 @@ impl Runtime {
     /// # Errors
     /// A polling error from the driver, or `Unsupported` when called from inside a task.
     pub fn run(&self) -> io::Result<()> {
+        if self.shared.stepping.get() || context::in_coroutine() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "copas: run cannot be called from inside a task or re-entrantly",
+            ));
+        }
         self.shared.exiting.set(false);
         loop {
             if !self.shared.alive() {
@@ -375,6 +385,7 @@ impl Shared {
             shutting_down: Cell::new(false),
             steps: Cell::new(0),
             sleeping: Cell::new(0),
+            main_scope_deadline: Cell::new(None),
         }
     }
 
@@ -454,6 +465,7 @@ impl Shared {
             parked: false,
             token: false,
             exit_waiter: false,
+            scope_deadline: None,
             budget: BUDGET,
         });
         drop(tasks);
@@ -519,8 +531,10 @@ impl Shared {
         true
     }
 
-    /// Cancels every task (Copas `cancelall`).
+    /// Cancels every task and drops every `Timer` callback (Copas `cancelall`).
     pub(crate) fn cancel_all(&self) {
+        let callbacks = self.timers.borrow_mut().remove_callbacks();
+        drop(callbacks);
         let ids: Vec<TaskId> = self
             .tasks
             .borrow_mut()
@@ -598,11 +612,8 @@ impl Shared {
 
         let mut busy = self.take_remote();
         busy |= self.fire_timers();
-        busy |= self.run_pass();
 
         let driver = self.driver.borrow().clone();
-        driver.before_park();
-
         let wait = if !self.run_queue.borrow().is_empty() || self.main_woken.get() {
             Some(Duration::ZERO)
         } else {
@@ -611,23 +622,24 @@ impl Shared {
                 .borrow()
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
-            match (next_timer, timeout) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            earliest_duration(next_timer, timeout)
         };
-        if wait.is_none() && !self.alive() {
-            // Nothing could ever end this wait.
-            return Ok(busy);
+        // With no timeout and nothing that could ever end the wait, do not wait at all.
+        if wait.is_some() || self.alive() {
+            driver.before_park();
+            let mut woke = 0usize;
+            driver.park(wait, &mut |id| {
+                woke += 1;
+                self.wake(id);
+            })?;
+            busy |= woke > 0;
+            busy |= self.take_remote();
+            busy |= self.fire_timers();
         }
-        let mut woke = 0usize;
-        driver.park(wait, &mut |id| {
-            woke += 1;
-            self.wake(id);
-        })?;
-        busy |= woke > 0;
-        busy |= self.take_remote();
-        busy |= self.fire_timers();
+        busy |= self.run_pass();
+        // Output written during the pass leaves now, not at the next step, which a
+        // program driving `step` may take much later.
+        driver.before_park();
         Ok(busy)
     }
 
@@ -683,7 +695,8 @@ impl Shared {
                 return;
             };
             slot.state = State::Running;
-            let input = if slot.unwinding {
+            // A task cancelled before it started never runs: it starts by unwinding.
+            let input = if slot.unwinding || (slot.cancelled && !coro.started()) {
                 Resume::Unwind
             } else {
                 Resume::Run
@@ -806,14 +819,21 @@ pub(crate) fn suspend(deadline: Option<Instant>) -> io::Result<()> {
 }
 
 pub(crate) fn suspend_on(rt: &Runtime, deadline: Option<Instant>) -> io::Result<()> {
+    suspend_inner(rt, deadline, false)
+}
+
+/// Suspends as [`suspend_on`]; with `requeue`, the task is put back in the run queue
+/// first (a yield), once it is known that it will really suspend.
+fn suspend_inner(rt: &Runtime, deadline: Option<Instant>, requeue: bool) -> io::Result<()> {
     let shared = &*rt.shared;
     if std::thread::panicking() {
         return Err(error::panicking());
     }
     let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
+        let deadline = earliest(deadline, shared.main_scope_deadline.get());
         return suspend_main(shared, deadline);
     };
-    {
+    let deadline = {
         let mut tasks = shared.tasks.borrow_mut();
         let slot = &mut tasks[id.index];
         if slot.unwinding {
@@ -823,8 +843,16 @@ pub(crate) fn suspend_on(rt: &Runtime, deadline: Option<Instant>) -> io::Result<
         if slot.cancelled {
             return Err(crate::Cancelled.into());
         }
+        let deadline = earliest(deadline, slot.scope_deadline);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         slot.timed_out = false;
         slot.budget = BUDGET;
+        deadline
+    };
+    if requeue {
+        shared.wake(id);
     }
     let timer = deadline.map(|d| {
         shared.sleeping.set(shared.sleeping.get() + 1);
@@ -850,6 +878,61 @@ pub(crate) fn suspend_on(rt: &Runtime, deadline: Option<Instant>) -> io::Result<
     } else {
         Ok(())
     }
+}
+
+fn earliest_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Runs `f` so that every blocking copas call inside it fails with
+/// [`io::ErrorKind::TimedOut`] once `timeout` has passed (Copas `copas.timeout`). Scopes
+/// nest: an inner scope cannot extend an outer one. Calls that need not wait are not
+/// affected.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let h = copas_core::spawn(|| {
+///     copas_core::with_timeout(Duration::from_millis(5), || {
+///         let slept = copas_core::sleep(Duration::from_secs(60));
+///         (slept, copas_core::park()) // the scope is over: the next wait fails at once
+///     })
+/// });
+/// let (slept, parked) = h.join().unwrap();
+/// assert_eq!(slept.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// assert_eq!(parked.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// ```
+pub fn with_timeout<R>(timeout: Duration, f: impl FnOnce() -> R) -> R {
+    let rt = Runtime::current();
+    let new = Instant::now().checked_add(timeout);
+    let id = current_task_id().filter(|_| context::in_coroutine());
+    let prev = match id {
+        Some(id) => rt.shared.tasks.borrow()[id.index].scope_deadline,
+        None => rt.shared.main_scope_deadline.get(),
+    };
+    let set = |d: Option<Instant>| match id {
+        Some(id) => rt.shared.set_flag(id, |s| s.scope_deadline = d),
+        None => rt.shared.main_scope_deadline.set(d),
+    };
+    set(earliest(prev, new));
+    struct Restore<F: Fn(Option<Instant>)>(F, Option<Instant>);
+    impl<F: Fn(Option<Instant>)> Drop for Restore<F> {
+        fn drop(&mut self) {
+            (self.0)(self.1);
+        }
+    }
+    let _restore = Restore(set, prev);
+    f()
 }
 
 /// Blocking outside any task: drive the loop until the caller is woken.
@@ -881,25 +964,31 @@ fn suspend_main(shared: &Shared, deadline: Option<Instant>) -> io::Result<()> {
 /// Counts one operation that completed without suspending, and yields once the task's
 /// budget is spent, so a task that always finds its data ready cannot starve the others.
 ///
-/// # Errors
-/// As [`yield_now`] when it yields.
-pub fn cooperate() -> io::Result<()> {
+/// The operation itself has succeeded, so this never fails: a cancellation or an expired
+/// [`with_timeout`] scope shows at the task's next real wait.
+pub fn cooperate() {
     let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
-        return Ok(());
+        return;
     };
     let Some(rt) = Runtime::try_current() else {
-        return Ok(());
+        return;
     };
     let spent = {
         let mut tasks = rt.shared.tasks.borrow_mut();
         let slot = &mut tasks[id.index];
         slot.budget = slot.budget.saturating_sub(1);
-        slot.budget == 0
+        if slot.budget == 0 {
+            slot.budget = BUDGET;
+            true
+        } else {
+            false
+        }
     };
-    if spent {
-        yield_now()
-    } else {
-        Ok(())
+    if spent && !std::thread::panicking() {
+        rt.shared.wake(id);
+        if context::suspend() == Resume::Unwind {
+            panic::resume_unwind(Box::new(Unwinding));
+        }
     }
 }
 
@@ -912,10 +1001,7 @@ pub fn cooperate() -> io::Result<()> {
 pub fn yield_now() -> io::Result<()> {
     let rt = Runtime::current();
     match current_task_id().filter(|_| context::in_coroutine()) {
-        Some(id) => {
-            rt.shared.wake(id);
-            suspend_on(&rt, None)
-        }
+        Some(_) => suspend_inner(&rt, None, true),
         None => rt.shared.step(Some(Duration::ZERO)).map(drop),
     }
 }

@@ -254,7 +254,6 @@ pub(crate) struct JoinState<T> {
 /// fn needs_send<T: Send>(_: T) {}
 /// needs_send(copas_core::spawn(|| 1));
 /// ```
-#[must_use = "dropping a JoinHandle detaches the task; call .join() to wait for it"]
 pub struct JoinHandle<T> {
     pub(crate) task: Task,
     pub(crate) state: Rc<JoinState<T>>,

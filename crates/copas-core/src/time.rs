@@ -70,6 +70,19 @@ impl TimerQueue {
         }
     }
 
+    /// Removes the `Call` entries (the `Timer`s), leaving tasks' deadlines armed.
+    pub(crate) fn remove_callbacks(&mut self) -> Vec<TimerAction> {
+        let keys: Vec<TimerKey> = self
+            .entries
+            .iter()
+            .filter(|(_, a)| matches!(a, TimerAction::Call(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.entries.remove(&k))
+            .collect()
+    }
+
     pub(crate) fn clear(&mut self) -> Vec<TimerAction> {
         std::mem::take(&mut self.entries).into_values().collect()
     }
@@ -81,8 +94,9 @@ impl TimerQueue {
 /// Called outside a task, it drives the runtime until the time has passed.
 ///
 /// # Errors
-/// Fails when the task is cancelled while it sleeps (see [`crate::is_cancelled`]), or when
-/// called during a panic.
+/// Fails when the task is cancelled while it sleeps (see [`crate::is_cancelled`]), when
+/// an enclosing [`with_timeout`](crate::with_timeout) scope ends first (`TimedOut`), or
+/// when called during a panic.
 ///
 /// # Examples
 /// ```
@@ -113,7 +127,10 @@ pub fn sleep_until(deadline: Instant) -> io::Result<()> {
     }
     loop {
         match runtime::suspend(Some(deadline)) {
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(()),
+            // A `with_timeout` scope may end before the sleep does: that is an error.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && Instant::now() >= deadline => {
+                return Ok(())
+            }
             Err(e) => return Err(e),
             // Woken early by someone else (a stray unpark): keep sleeping.
             Ok(()) if Instant::now() >= deadline => return Ok(()),
@@ -138,6 +155,11 @@ pub struct Timer {
 
 struct TimerInner {
     armed: std::cell::Cell<Option<TimerKey>>,
+    /// Bumped by `cancel` and `arm`: a callback task spawned before then, that has not
+    /// started yet, does not run (its firing was still pending when it was replaced).
+    epoch: std::cell::Cell<u64>,
+    /// Callback tasks of the current epoch spawned but not started yet.
+    starting: std::cell::Cell<usize>,
     period: std::cell::Cell<Option<Duration>>,
     callback: std::rc::Rc<dyn Fn(&Timer)>,
     runtime: Runtime,
@@ -190,6 +212,8 @@ impl Timer {
         Timer {
             inner: std::rc::Rc::new(TimerInner {
                 armed: std::cell::Cell::new(None),
+                epoch: std::cell::Cell::new(0),
+                starting: std::cell::Cell::new(0),
                 period: std::cell::Cell::new(period),
                 callback: std::rc::Rc::new(f),
                 runtime: Runtime::current(),
@@ -201,6 +225,7 @@ impl Timer {
     /// (Re-)arms the timer to fire `delay` from now, replacing any pending firing. A
     /// recurring timer goes on with its period from there. Works from inside the callback.
     pub fn arm(&self, delay: Duration) {
+        self.drop_spawned();
         let deadline = Instant::now().checked_add(delay).unwrap_or_else(far_future);
         self.arm_at(deadline);
     }
@@ -224,10 +249,12 @@ impl Timer {
         }
     }
 
-    /// Stops the timer: a pending firing is dropped, a recurring timer stops recurring. A
-    /// callback that is already running finishes. Returns whether a firing was pending.
+    /// Stops the timer: a pending firing is dropped (also one whose callback task has
+    /// been spawned but has not started), a recurring timer stops recurring. A callback
+    /// that is already running finishes. Returns whether a firing was pending.
     pub fn cancel(&self) -> bool {
-        let was = self.inner.armed.get().is_some();
+        let was = self.is_armed();
+        self.drop_spawned();
         self.disarm();
         self.inner.period.set(None);
         was
@@ -235,7 +262,15 @@ impl Timer {
 
     /// Whether a firing is pending.
     pub fn is_armed(&self) -> bool {
-        self.inner.armed.get().is_some()
+        self.inner.armed.get().is_some() || self.inner.starting.get() > 0
+    }
+
+    /// Makes the callback tasks spawned by earlier firings that have not started yet skip
+    /// the callback: the loop may start a firing's task in the same step as, but after,
+    /// the task that cancels the timer.
+    fn drop_spawned(&self) {
+        self.inner.epoch.set(self.inner.epoch.get() + 1);
+        self.inner.starting.set(0);
     }
 
     /// The next deadline, if armed.
@@ -259,7 +294,7 @@ impl Timer {
             }
             self.arm_at(next);
         }
-        let me = self.clone();
+        let firing = Firing::new(self.clone());
         let cb = self.inner.callback.clone();
         let mut builder = crate::Builder::new();
         if let Some(name) = &self.inner.name {
@@ -267,8 +302,47 @@ impl Timer {
         } else {
             builder = builder.name("timer".to_string());
         }
-        if let Err(e) = builder.spawn(move || cb(&me)) {
+        if let Err(e) = builder.spawn(move || {
+            let current = firing.is_current();
+            let me = firing.timer.clone();
+            drop(firing);
+            if current {
+                cb(&me);
+            }
+        }) {
             eprintln!("copas: cannot start a timer callback: {e}");
+        }
+    }
+}
+
+/// A firing whose callback task has been spawned but has not started: `cancel` and `arm`
+/// still drop it. Counted in `TimerInner::starting` while it exists and is current.
+struct Firing {
+    timer: Timer,
+    epoch: u64,
+}
+
+impl Firing {
+    fn new(timer: Timer) -> Firing {
+        let inner = &timer.inner;
+        inner.starting.set(inner.starting.get() + 1);
+        Firing {
+            epoch: inner.epoch.get(),
+            timer,
+        }
+    }
+
+    /// Whether neither `cancel` nor `arm` came since the firing.
+    fn is_current(&self) -> bool {
+        self.timer.inner.epoch.get() == self.epoch
+    }
+}
+
+impl Drop for Firing {
+    fn drop(&mut self) {
+        if self.is_current() {
+            let inner = &self.timer.inner;
+            inner.starting.set(inner.starting.get() - 1);
         }
     }
 }

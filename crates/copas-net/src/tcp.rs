@@ -285,7 +285,7 @@ impl TcpStream {
                     return Ok(0);
                 }
                 Ok(n) => {
-                    cooperate()?;
+                    cooperate();
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -420,7 +420,8 @@ impl TcpStream {
                 wbuf.extend_from_slice(data);
                 drop(wbuf);
                 shared.queue_flush();
-                return cooperate();
+                cooperate();
+                return Ok(());
             }
         }
         let deadline = shared.write_deadline();

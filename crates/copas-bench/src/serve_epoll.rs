@@ -1,0 +1,164 @@
+//! The lower bound: a hand-written, single-threaded, level-triggered epoll echo loop with
+//! the echo example's protocol (each line comes back followed by `\n`, a `\r` before the
+//! `\n` dropped; the line `quit` closes). Per request it makes one `read`, one `write` and
+//! its share of one `epoll_wait` — nothing a general runtime could do with fewer.
+//!
+//! Invariant: a connection with unsent output is registered for `OUT` only, so a client
+//! that does not read cannot make the server buffer without bound.
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::epoll::{self, Epoll, IN, OUT};
+
+const LISTENER: u64 = u64::MAX;
+const READ_CHUNK: usize = 64 * 1024;
+/// A line longer than this closes the connection (the copas example's limit).
+const MAX_LINE: usize = 64 * 1024;
+
+struct Conn {
+    stream: TcpStream,
+    /// The start of a line whose `\n` has not arrived yet.
+    partial: Vec<u8>,
+    /// Output the kernel did not take yet.
+    out: Vec<u8>,
+    /// Close once `out` is sent.
+    closing: bool,
+    /// Registered for `OUT` (not `IN`) because `out` is not empty.
+    waiting_out: bool,
+}
+
+/// Serves echo on `addr` until killed.
+pub(crate) fn serve(addr: &str) -> io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    println!("epoll echo listening on {}", listener.local_addr()?);
+    let mut ep = Epoll::new(1024)?;
+    ep.add(listener.as_fd(), IN, LISTENER)?;
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut scratch = vec![0u8; READ_CHUNK];
+    loop {
+        let n = ep.wait(-1)?;
+        for i in 0..n {
+            let ev = ep.event(i);
+            if ev.token == LISTENER {
+                accept_all(&listener, &ep, &mut conns, &mut free)?;
+                continue;
+            }
+            let idx = ev.token as usize;
+            let Some(conn) = conns.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            let keep = if ev.events & OUT != 0 && !conn.out.is_empty() {
+                flush(&ep, conn, idx)
+            } else {
+                on_readable(&ep, conn, idx, &mut scratch)
+            };
+            if !keep {
+                // Dropping the stream closes the descriptor, which also removes it from
+                // the epoll interest list.
+                conns[idx] = None;
+                free.push(idx);
+            }
+        }
+    }
+}
+
+fn accept_all(
+    listener: &TcpListener,
+    ep: &Epoll,
+    conns: &mut Vec<Option<Conn>>,
+    free: &mut Vec<usize>,
+) -> io::Result<()> {
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(e) => {
+                eprintln!("epoll echo: accept: {e}");
+                return Ok(());
+            }
+        };
+        stream.set_nonblocking(true)?;
+        let idx = free.pop().unwrap_or_else(|| {
+            conns.push(None);
+            conns.len() - 1
+        });
+        ep.add(stream.as_fd(), IN, idx as u64)?;
+        conns[idx] = Some(Conn {
+            stream,
+            partial: Vec::new(),
+            out: Vec::new(),
+            closing: false,
+            waiting_out: false,
+        });
+    }
+}
+
+/// Reads once, echoes every complete line; returns whether to keep the connection.
+fn on_readable(ep: &Epoll, conn: &mut Conn, idx: usize, scratch: &mut [u8]) -> bool {
+    let n = match epoll::read(conn.stream.as_raw_fd(), scratch) {
+        Ok(0) => return false,
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        Err(_) => return false,
+    };
+    let mut data = &scratch[..n];
+    while let Some(pos) = data.iter().position(|&b| b == b'\n') {
+        let line_end = &data[..pos];
+        data = &data[pos + 1..];
+        let line: &[u8] = if conn.partial.is_empty() {
+            line_end
+        } else {
+            conn.partial.extend_from_slice(line_end);
+            &conn.partial
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line == b"quit" {
+            conn.closing = true;
+            break;
+        }
+        conn.out.extend_from_slice(line);
+        conn.out.push(b'\n');
+        conn.partial.clear();
+    }
+    if !conn.closing {
+        conn.partial.extend_from_slice(data);
+        if conn.partial.len() > MAX_LINE {
+            return false;
+        }
+    }
+    flush(ep, conn, idx)
+}
+
+/// Writes pending output; switches the registration between `IN` and `OUT`. Returns
+/// whether to keep the connection.
+fn flush(ep: &Epoll, conn: &mut Conn, idx: usize) -> bool {
+    let mut sent = 0;
+    while sent < conn.out.len() {
+        match epoll::write(conn.stream.as_raw_fd(), &conn.out[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return false,
+        }
+    }
+    conn.out.drain(..sent);
+    let blocked = !conn.out.is_empty();
+    if blocked != conn.waiting_out {
+        conn.waiting_out = blocked;
+        let interest = if blocked { OUT } else { IN };
+        if ep
+            .modify(conn.stream.as_fd(), interest, idx as u64)
+            .is_err()
+        {
+            return false;
+        }
+    }
+    blocked || !conn.closing
+}

@@ -1,0 +1,199 @@
+//! HTTP/1.1 "Hello, World!" with one OS thread per connection on `std::net`: the same
+//! server as `examples/http.rs` (keep-alive, pipelining, `httparse`), for comparison.
+//!
+//! ```text
+//! cargo run --release --example http_threads                         # 127.0.0.1:8080
+//! cargo run --release --example http_threads -- --addr 127.0.0.1:9000
+//! curl -v http://127.0.0.1:8080/
+//! wrk -t2 -c100 -d10s http://127.0.0.1:8080/
+//! ```
+//!
+//! Every request gets `200 OK` and `Hello, World!` (no body for `HEAD`). A malformed
+//! request gets `400` and the connection closes; a request head over 64 KiB (or with too
+//! many header lines) gets `431` and closes; a body over 1 MiB gets `413`; a chunked body
+//! gets `501`. `Connection: close` is honoured, and HTTP/1.0 closes unless the client
+//! asked for keep-alive. Pipelined requests are parsed as long as complete ones are
+//! buffered; their responses are written with one flush.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use httparse::Status;
+
+/// The largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The largest request body accepted (and discarded).
+const MAX_BODY: usize = 1024 * 1024;
+/// Header lines beyond this count get `431` too.
+const MAX_HEADERS: usize = 64;
+const BODY: &[u8] = b"Hello, World!";
+
+/// What the front of the input buffer holds.
+enum Parsed {
+    /// A complete head: its length, the body length, whether to keep the connection
+    /// open afterwards, and whether it is a `HEAD` request.
+    Request {
+        head_len: usize,
+        body_len: usize,
+        keep_alive: bool,
+        head_only: bool,
+    },
+    /// Not a complete head yet.
+    Partial,
+    /// Answer with this status and close.
+    Error(u16),
+}
+
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(Status::Complete(n)) if n > MAX_HEAD => return Parsed::Error(431),
+        Ok(Status::Complete(n)) => n,
+        Ok(Status::Partial) if buf.len() > MAX_HEAD => return Parsed::Error(431),
+        Ok(Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431),
+        Err(_) => return Parsed::Error(400),
+    };
+    // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes by default.
+    let mut keep_alive = req.version == Some(1);
+    let mut body_len = 0;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            match std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                Some(n) if n > MAX_BODY => return Parsed::Error(413),
+                Some(n) => body_len = n,
+                None => return Parsed::Error(400),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Parsed::Error(501);
+        }
+    }
+    Parsed::Request {
+        head_len,
+        body_len,
+        keep_alive,
+        head_only: req.method == Some("HEAD"),
+    }
+}
+
+fn respond(out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nServer: threads\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
+    );
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n".as_slice()
+    } else {
+        b"Connection: close\r\n\r\n".as_slice()
+    });
+    if !head_only {
+        out.extend_from_slice(BODY);
+    }
+}
+
+fn respond_error(out: &mut Vec<u8>, status: u16) {
+    let reason = match status {
+        400 => "Bad Request",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        _ => "Not Implemented",
+    };
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\nServer: threads\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    out.extend_from_slice(msg.as_bytes());
+}
+
+fn handle(mut conn: TcpStream) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        // Answer every complete request that is buffered (pipelining).
+        let mut used = 0;
+        loop {
+            match parse(&buf[used..]) {
+                Parsed::Request {
+                    head_len,
+                    body_len,
+                    keep_alive,
+                    head_only,
+                } => {
+                    if buf.len() - used < head_len + body_len {
+                        break; // the body is still on its way
+                    }
+                    used += head_len + body_len;
+                    respond(&mut out, keep_alive, head_only);
+                    if !keep_alive {
+                        return conn.write_all(&out);
+                    }
+                }
+                Parsed::Partial => break,
+                Parsed::Error(status) => {
+                    respond_error(&mut out, status);
+                    return conn.write_all(&out);
+                }
+            }
+        }
+        buf.drain(..used);
+        // All buffered requests are answered: one write for all their responses.
+        if !out.is_empty() {
+            conn.write_all(&out)?;
+            out.clear();
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            // The client closed; an incomplete request left in `buf` gets no answer.
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn main() -> io::Result<()> {
+    let addr = parse_addr("127.0.0.1:8080");
+    let listener = TcpListener::bind(addr.as_str())?;
+    println!(
+        "thread-per-connection http server listening on http://{}/",
+        listener.local_addr()?
+    );
+    for stream in listener.incoming() {
+        match stream {
+            Ok(s) => {
+                std::thread::spawn(move || {
+                    // Resets and early closes are the client's business.
+                    let _ = handle(s);
+                });
+            }
+            Err(e) => eprintln!("http_threads: accept: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// `--addr HOST:PORT` from the command line, or the default.
+fn parse_addr(default: &str) -> String {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--addr" {
+            if let Some(v) = args.next() {
+                return v;
+            }
+        } else if let Some(v) = arg.strip_prefix("--addr=") {
+            return v.to_owned();
+        }
+    }
+    default.to_owned()
+}

@@ -39,6 +39,7 @@ mod reactor;
 mod server;
 mod source;
 mod tcp;
+mod udp;
 
 pub use bytes::Bytes;
 pub use listener::TcpListener;
@@ -47,3 +48,4 @@ pub use server::{add_server, IntoListener, Server, ServerBuilder, ACCEPT_BATCH};
 pub use tcp::{
     TcpStream, DEFAULT_LINGER, DEFAULT_MAX_LINE, DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
 };
+pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};

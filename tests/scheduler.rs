@@ -313,7 +313,7 @@ fn park_outside_a_task_is_unsupported() {
 #[test]
 fn a_parked_task_does_not_keep_run_going() {
     guard(|| {
-        let parked = copas::spawn(|| copas::park());
+        let parked = copas::spawn(copas::park);
         copas::run().unwrap();
         assert!(!parked.is_finished());
         assert_eq!(copas::Runtime::current().stats().parked, 1);

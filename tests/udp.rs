@@ -126,6 +126,9 @@ fn connected_udp_send_without_peer_is_not_connected() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         // Linux says EDESTADDRREQ: an error, not a hang.
         assert!(s.send(b"x").is_err());
-        assert_eq!(s.peer_addr().unwrap_err().kind(), io::ErrorKind::NotConnected);
+        assert_eq!(
+            s.peer_addr().unwrap_err().kind(),
+            io::ErrorKind::NotConnected
+        );
     });
 }

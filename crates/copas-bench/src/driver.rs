@@ -92,6 +92,8 @@ pub(crate) struct LoadCell {
     pub(crate) load_cpu: Duration,
     /// Server at the end of the window.
     pub(crate) server_end: ProcSample,
+    /// Share of all cores busy during the window (any process, kernel included), percent.
+    pub(crate) machine_busy_pct: f64,
 }
 
 impl LoadCell {
@@ -295,17 +297,25 @@ fn measure_load(
         .stdout
         .take()
         .ok_or_else(|| io::Error::other("no stdout"))?;
-    let mut start: Option<(ProcSample, ProcSample)> = None;
+    let mut start: Option<(ProcSample, ProcSample, (u64, u64))> = None;
     let mut cell = LoadCell::default();
     let mut result = None;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         if line == "measure" {
-            start = Some((procfs::sample(server.pid())?, procfs::sample(load.pid())?));
+            start = Some((
+                procfs::sample(server.pid())?,
+                procfs::sample(load.pid())?,
+                procfs::machine_ticks()?,
+            ));
         } else if line == "end" {
-            let (s0, l0) = start.ok_or_else(|| io::Error::other("'end' before 'measure'"))?;
+            let (s0, l0, m0) =
+                start.ok_or_else(|| io::Error::other("'end' before 'measure'"))?;
             let s1 = procfs::sample(server.pid())?;
             let l1 = procfs::sample(load.pid())?;
+            let m1 = procfs::machine_ticks()?;
+            let total = m1.1.saturating_sub(m0.1).max(1);
+            cell.machine_busy_pct = m1.0.saturating_sub(m0.0) as f64 * 100.0 / total as f64;
             cell.server_cpu = s1.cpu.saturating_sub(s0.cpu);
             cell.load_cpu = l1.cpu.saturating_sub(l0.cpu);
             cell.server_end = s1;
@@ -434,7 +444,7 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
                 let kind = opts.servers[(i + pass) % n];
                 let cell = measure_load(&paths, opts, kind, conns)?;
                 eprintln!(
-                    "pass {}/{} {:>5} conns {:>8}: {:>9.0} rt/s  p50 {:>7.1} µs  p99 {:>7.1} µs  server {:>5.2} µs/rt ({:>3.0}% CPU)  load {:>3.0}% CPU{}",
+                    "pass {}/{} {:>5} conns {:>8}: {:>9.0} rt/s  p50 {:>7.1} µs  p99 {:>7.1} µs  server {:>5.2} µs/rt ({:>3.0}% CPU)  load {:>3.0}% CPU  machine {:>3.0}% busy{}",
                     pass + 1,
                     opts.passes,
                     conns,
@@ -445,6 +455,7 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
                     cell.cpu_us_per_rt(),
                     cell.server_cpu_pct(),
                     cell.load_cpu_pct(),
+                    cell.machine_busy_pct,
                     if cell.load.errors > 0 {
                         format!("  {} errors", cell.load.errors)
                     } else {

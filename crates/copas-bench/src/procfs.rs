@@ -53,6 +53,26 @@ pub(crate) fn sample(pid: u32) -> io::Result<ProcSample> {
     })
 }
 
+/// Machine-wide CPU time from the first line of `/proc/stat`, in ticks: `(busy, total)`.
+/// Busy counts user, nice, system, irq, softirq and steal; idle and iowait are not busy.
+pub(crate) fn machine_ticks() -> io::Result<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| io::Error::other("no cpu line in /proc/stat"))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    let total = busy + at(3) + at(4);
+    Ok((busy, total))
+}
+
 /// The machine: core count, CPU model, kernel.
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {

@@ -22,6 +22,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[derive(Debug, Clone, Copy)]
 struct LoadRow {
     rps: f64,
+    rps_min: f64,
+    rps_max: f64,
+    machine_busy_pct: f64,
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
@@ -46,6 +49,9 @@ fn load_row(m: &Measurements, conns: usize, kind: ServerKind) -> Option<LoadRow>
     let med = |f: &dyn Fn(&LoadCell) -> f64| median(cells.iter().map(|c| f(c)).collect());
     Some(LoadRow {
         rps: med(&LoadCell::rps),
+        rps_min: cells.iter().map(|c| c.rps()).fold(f64::INFINITY, f64::min),
+        rps_max: cells.iter().map(|c| c.rps()).fold(0.0, f64::max),
+        machine_busy_pct: med(&|c| c.machine_busy_pct),
         p50_us: med(&|c| c.load.p50 as f64 / 1e3),
         p99_us: med(&|c| c.load.p99 as f64 / 1e3),
         p999_us: med(&|c| c.load.p999 as f64 / 1e3),
@@ -156,7 +162,9 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
         s,
         "- Server CPU is utime + stime from `/proc/PID/stat` over the measured window \
          (10 ms ticks); RSS is `VmRSS` and threads `Threads` from `/proc/PID/status` at \
-         the window's end. \"vs {}\" columns divide by {}'s value in the same run.\n",
+         the window's end; \"machine busy\" is the share of all cores not idle \
+         (`/proc/stat`, softirq included). Round trips/s is the median with the range \
+         over passes; \"vs {}\" columns divide by {}'s median in the same run.\n",
         b.name(),
         b.name()
     );
@@ -175,10 +183,10 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
         );
         let _ = writeln!(
             s,
-            "| server | round trips/s | vs {b} | p50 µs | p99 µs | p99.9 µs | server CPU µs/rt | vs {b} | server CPU | load gen CPU | server RSS MiB | threads |",
+            "| server | round trips/s | (min–max) | vs {b} | p50 µs | p99 µs | p99.9 µs | server CPU µs/rt | vs {b} | server CPU | load gen CPU | machine busy | server RSS MiB | threads |",
             b = b.name()
         );
-        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         let base_row = load_row(m, conns, b);
         for &k in &opts.servers {
             let Some(r) = load_row(m, conns, k) else {
@@ -186,7 +194,7 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
             };
             let _ = writeln!(
                 s,
-                "| {}{} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.0}% | {:.0}% | {:.1} | {:.0} |",
+                "| {}{} | {:.0} | {:.0}–{:.0} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.0}% | {:.0}% | {:.0}% | {:.1} | {:.0} |",
                 k.name(),
                 if r.errors > 0.0 {
                     format!(" ({} errors)", r.errors)
@@ -194,6 +202,8 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
                     String::new()
                 },
                 r.rps,
+                r.rps_min,
+                r.rps_max,
                 base_row.map_or("–".to_owned(), |br| ratio(r.rps, br.rps)),
                 r.p50_us,
                 r.p99_us,
@@ -202,6 +212,7 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
                 base_row.map_or("–".to_owned(), |br| ratio(r.cpu_us, br.cpu_us)),
                 r.server_cpu_pct,
                 r.load_cpu_pct,
+                r.machine_busy_pct,
                 r.rss_mib,
                 r.threads
             );

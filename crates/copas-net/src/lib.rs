@@ -46,6 +46,7 @@ pub use listener::TcpListener;
 pub use reactor::Reactor;
 pub use server::{add_server, IntoListener, Server, ServerBuilder, ACCEPT_BATCH};
 pub use tcp::{
-    TcpStream, DEFAULT_LINGER, DEFAULT_MAX_LINE, DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
+    ReadHalf, ReuniteError, TcpStream, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
+    DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
 };
 pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};

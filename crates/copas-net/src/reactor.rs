@@ -166,6 +166,21 @@ impl Reactor {
         }
     }
 
+    /// Wakes whoever waits on the socket in either direction (they re-check their state).
+    pub(crate) fn wake_waiters(&self, key: usize) {
+        let (index, generation) = split_key(key);
+        let ids = {
+            let inner = self.inner.borrow();
+            match inner.slots.get(index) {
+                Some(s) if s.generation == generation => [s.reader, s.writer],
+                _ => return,
+            }
+        };
+        for id in ids.into_iter().flatten() {
+            hooks::wake(&self.runtime, id);
+        }
+    }
+
     /// Number of registered sockets and listeners.
     pub fn sources(&self) -> usize {
         self.inner.borrow().slots.len()

@@ -48,6 +48,10 @@ pub(crate) struct StreamShared {
     error: RefCell<Option<io::Error>>,
     write_timeout: Cell<Option<Duration>>,
     write_limit: Cell<usize>,
+    /// Shut down for reading / writing by either half (a waiter on the other half is
+    /// woken and fails with `NotConnected`).
+    read_closed: Cell<bool>,
+    write_closed: Cell<bool>,
     this: Weak<StreamShared>,
 }
 
@@ -62,6 +66,8 @@ impl StreamShared {
             error: RefCell::new(None),
             write_timeout: Cell::new(None),
             write_limit: Cell::new(DEFAULT_WRITE_BUFFER),
+            read_closed: Cell::new(false),
+            write_closed: Cell::new(false),
             this: this.clone(),
         }))
     }
@@ -107,6 +113,9 @@ impl StreamShared {
     fn flush_blocking(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.take_error()?;
         loop {
+            if self.write_closed.get() && self.pending() > 0 {
+                return Err(shut_down("writing"));
+            }
             match self.write_buffered() {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -130,6 +139,105 @@ impl StreamShared {
     fn pending(&self) -> usize {
         self.wbuf.borrow().len()
     }
+
+    fn send(&self, data: &[u8]) -> io::Result<()> {
+        self.take_error()?;
+        if self.write_closed.get() {
+            return Err(shut_down("writing"));
+        }
+        let limit = self.write_limit.get();
+        {
+            let mut wbuf = self.wbuf.borrow_mut();
+            if wbuf.len() + data.len() <= limit {
+                wbuf.extend_from_slice(data);
+                drop(wbuf);
+                self.queue_flush();
+                cooperate();
+                return Ok(());
+            }
+        }
+        let deadline = self.write_deadline();
+        self.flush_blocking(deadline)?;
+        let mut rest = data;
+        while rest.len() > limit {
+            let n = self
+                .source
+                .do_io(Direction::Write, deadline, |s| (&*s).write(rest))?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            rest = &rest[n..];
+        }
+        self.wbuf.borrow_mut().extend_from_slice(rest);
+        self.queue_flush();
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.flush_blocking(self.write_deadline())
+    }
+
+    fn close(&self) -> io::Result<()> {
+        let r = self.flush();
+        if r.is_err() {
+            self.wbuf.borrow_mut().clear();
+        }
+        self.mark_closed(Shutdown::Both);
+        let _ = self.io().shutdown(Shutdown::Both);
+        r
+    }
+
+    /// Shuts down a direction; `flush` says whether buffered output is sent first (the
+    /// write half does so; the read half cannot wait for writability, since the write
+    /// half may be waiting already, and discards it).
+    fn shutdown(&self, how: Shutdown, flush: bool) -> io::Result<()> {
+        if how != Shutdown::Read && flush {
+            self.flush()?;
+        }
+        self.mark_closed(how);
+        self.io().shutdown(how)
+    }
+
+    /// Records the shut-down directions and wakes both halves' waiters, which then fail.
+    fn mark_closed(&self, how: Shutdown) {
+        if how != Shutdown::Write {
+            self.read_closed.set(true);
+        }
+        if how != Shutdown::Read {
+            self.write_closed.set(true);
+        }
+        self.source.reactor().wake_waiters(self.source.key());
+    }
+
+    /// Hands output still buffered when the write side's owner goes away to a task of its
+    /// own, which delivers it within the write timeout (or the default linger time).
+    fn linger(this: &Rc<StreamShared>) {
+        if this.pending() == 0 || this.error.borrow().is_some() || this.write_closed.get() {
+            return;
+        }
+        if this.write_buffered().is_ok() || this.pending() == 0 {
+            return;
+        }
+        let shared = this.clone();
+        let linger = shared.write_timeout.get().unwrap_or(DEFAULT_LINGER);
+        let spawned = copas_core::Builder::new()
+            .name("copas-linger".to_owned())
+            .spawn(move || {
+                let deadline = Instant::now().checked_add(linger);
+                if let Err(e) = shared.flush_blocking(deadline) {
+                    *shared.error.borrow_mut() = Some(e);
+                }
+            });
+        // If no task can be spawned, StreamShared's drop reports the loss.
+        drop(spawned);
+    }
+}
+
+fn shut_down(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        format!("copas: the socket is shut down for {what}"),
+    )
 }
 
 impl BackgroundFlush for StreamShared {
@@ -185,7 +293,12 @@ impl Drop for StreamShared {
 /// or as soon as the buffer is full.
 ///
 /// The stream implements [`Read`], [`BufRead`] and [`Write`], so existing blocking code runs
-/// unchanged on it inside a task.
+/// unchanged on it inside a task. [`split`](TcpStream::split) gives a read half and a write
+/// half that two tasks can use at once.
+///
+/// Dropping a stream whose output the kernel has not taken yet does not lose it: a task of
+/// its own goes on delivering it for up to the write timeout (default
+/// [`DEFAULT_LINGER`]); what cannot be delivered then is reported on stderr.
 ///
 /// # Examples
 /// ```
@@ -212,6 +325,12 @@ impl Drop for StreamShared {
 /// assert_eq!(client.join().unwrap().unwrap().unwrap(), &b"hello"[..]);
 /// ```
 pub struct TcpStream {
+    read: ReadHalf,
+    write: WriteHalf,
+}
+
+/// The receiving half of a [`TcpStream`] (from [`TcpStream::split`]).
+pub struct ReadHalf {
     rbuf: ReadBuffer,
     eof: bool,
     read_timeout: Option<Duration>,
@@ -220,16 +339,53 @@ pub struct TcpStream {
     shared: Rc<StreamShared>,
 }
 
+/// The sending half of a [`TcpStream`] (from [`TcpStream::split`]). Dropping it with
+/// output still buffered delivers that output from a task of its own, as dropping a
+/// stream does.
+pub struct WriteHalf {
+    shared: Rc<StreamShared>,
+}
+
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
             .field("local", &self.local_addr().ok())
             .field("peer", &self.peer_addr().ok())
+            .field("buffered_in", &self.read.rbuf.len())
+            .field("buffered_out", &self.write.shared.pending())
+            .finish()
+    }
+}
+
+impl fmt::Debug for ReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("peer", &self.shared.io().peer_addr().ok())
             .field("buffered_in", &self.rbuf.len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for WriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteHalf")
+            .field("peer", &self.shared.io().peer_addr().ok())
             .field("buffered_out", &self.shared.pending())
             .finish()
     }
 }
+
+/// The halves given to [`ReadHalf::reunite`] came from different streams.
+#[derive(Debug)]
+pub struct ReuniteError(pub ReadHalf, pub WriteHalf);
+
+impl fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite halves of different streams")
+    }
+}
+
+impl std::error::Error for ReuniteError {}
 
 impl TcpStream {
     /// Wraps a connected `std::net::TcpStream` (Copas `wrap`), switching it to
@@ -238,13 +394,17 @@ impl TcpStream {
     /// # Errors
     /// When the socket cannot be made non-blocking or registered.
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        let shared = StreamShared::new(stream)?;
         Ok(TcpStream {
-            rbuf: ReadBuffer::default(),
-            eof: false,
-            read_timeout: None,
-            max_line: DEFAULT_MAX_LINE,
-            max_to_end: DEFAULT_MAX_TO_END,
-            shared: StreamShared::new(stream)?,
+            read: ReadHalf {
+                rbuf: ReadBuffer::default(),
+                eof: false,
+                read_timeout: None,
+                max_line: DEFAULT_MAX_LINE,
+                max_to_end: DEFAULT_MAX_TO_END,
+                shared: shared.clone(),
+            },
+            write: WriteHalf { shared },
         })
     }
 
@@ -267,6 +427,189 @@ impl TcpStream {
         connect_addr(*addr, Instant::now().checked_add(timeout))
     }
 
+    /// Splits the stream into a read half and a write half that two tasks can use at
+    /// once (one reading, one writing). Shutting down or closing through one half wakes a
+    /// task blocked on the other, whose call then fails with `NotConnected`.
+    pub fn split(self) -> (ReadHalf, WriteHalf) {
+        (self.read, self.write)
+    }
+
+    /// Receives one line (LuaSocket `*l`): the bytes up to `\n`, without the `\n` and a
+    /// `\r` just before it. The bytes are not checked for UTF-8. `Ok(None)` means the peer
+    /// closed the connection cleanly, with nothing buffered.
+    ///
+    /// # Errors
+    /// - [`io::ErrorKind::InvalidData`] if the line is longer than the limit
+    ///   ([`set_max_line_length`](TcpStream::set_max_line_length), default 64 KiB); the
+    ///   connection should then be closed.
+    /// - [`io::ErrorKind::UnexpectedEof`] if the peer closed in the middle of a line; the
+    ///   partial line stays buffered ([`receive_to_end`](TcpStream::receive_to_end) or
+    ///   [`buffered`](TcpStream::buffered) get it).
+    /// - [`io::ErrorKind::TimedOut`] once the read timeout passed; what arrived stays
+    ///   buffered.
+    /// - `NotConnected` after a shutdown for reading; a cancellation error; the OS error
+    ///   (`ConnectionReset`, …).
+    pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
+        self.read.receive_line()
+    }
+
+    /// Receives exactly `n` bytes (LuaSocket's numeric pattern).
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::UnexpectedEof`] if the peer closes first (what arrived stays
+    /// buffered); `TimedOut`; a cancellation error; the OS error.
+    pub fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
+        self.read.receive_exact(n)
+    }
+
+    /// Receives everything until the peer closes its side (LuaSocket `*a`).
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidData`] if more than the limit
+    /// ([`set_max_receive_to_end`](TcpStream::set_max_receive_to_end), default 64 MiB)
+    /// arrives (it stays buffered); `TimedOut` (what arrived stays buffered); a
+    /// cancellation error; the OS error.
+    pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
+        self.read.receive_to_end()
+    }
+
+    /// Receives what is available, at most `max` bytes, waiting only if nothing is
+    /// buffered (LuaSocket's partial receive). An empty result means end of stream (or
+    /// `max == 0`, which returns at once).
+    ///
+    /// # Errors
+    /// `TimedOut`, a cancellation error, or the OS error.
+    pub fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
+        self.read.receive_some(max)
+    }
+
+    /// Bytes received but not yet taken.
+    pub fn buffered(&self) -> &[u8] {
+        self.read.buffered()
+    }
+
+    /// Buffers `data` for sending. It leaves when the loop next waits, on
+    /// [`flush`](TcpStream::flush), or right away if the buffer would pass its limit; in
+    /// that case the task suspends while the peer does not read, so memory stays bounded.
+    ///
+    /// # Errors
+    /// A write error found earlier in the background; `TimedOut` once the write timeout
+    /// passed; `NotConnected` after a shutdown for writing; a cancellation error; the OS
+    /// error. On error, a prefix of `data` may have been sent.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write.send(data)
+    }
+
+    /// Sends all buffered output now, suspending while the peer does not read.
+    ///
+    /// # Errors
+    /// As [`send`](TcpStream::send).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write.flush()
+    }
+
+    /// Flushes, then closes the connection.
+    ///
+    /// # Errors
+    /// The flush error; the bytes that could not be sent are then discarded (this error
+    /// is their report).
+    pub fn close(self) -> io::Result<()> {
+        self.write.close()
+    }
+
+    /// Shuts down the read, write or both halves. Buffered output is flushed before the
+    /// write half is shut down. Later calls in a shut-down direction fail with
+    /// `NotConnected`.
+    ///
+    /// # Errors
+    /// The flush error, or the OS error.
+    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        self.write.shared.shutdown(how, true)
+    }
+
+    /// The remote address.
+    ///
+    /// # Errors
+    /// The OS error (e.g. `NotConnected`).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.write.shared.io().peer_addr()
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.write.shared.io().local_addr()
+    }
+
+    /// Sets `TCP_NODELAY`. Output is already coalesced by the write buffer, so small
+    /// responses do not need Nagle's algorithm.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.write.shared.io().set_nodelay(on)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.write.shared.io().nodelay()
+    }
+
+    /// Sets the deadline of each receive call, counted from the call's start (`None`: no
+    /// limit). A call that passes it fails with `TimedOut` and keeps what it received.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a zero duration (as std).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read.set_read_timeout(timeout)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read.read_timeout
+    }
+
+    /// Sets the deadline of each call that waits to write (`send` past the buffer,
+    /// `flush`, `close`), and how long a dropped stream keeps trying to deliver its output.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a zero duration (as std).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.write.set_write_timeout(timeout)
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.write.shared.write_timeout.get()
+    }
+
+    /// Sets the longest line [`receive_line`](TcpStream::receive_line) accepts.
+    pub fn set_max_line_length(&mut self, max: usize) {
+        self.read.max_line = max;
+    }
+
+    /// Sets the most [`receive_to_end`](TcpStream::receive_to_end) collects.
+    pub fn set_max_receive_to_end(&mut self, max: usize) {
+        self.read.max_to_end = max;
+    }
+
+    /// Sets the size of the write buffer (at least 1 byte).
+    pub fn set_write_buffer_size(&mut self, size: usize) {
+        self.write.set_write_buffer_size(size);
+    }
+
+    /// Bytes accepted by `send` and not yet taken by the kernel.
+    pub fn pending_output(&self) -> usize {
+        self.write.pending_output()
+    }
+}
+
+impl ReadHalf {
     fn read_deadline(&self) -> Option<Instant> {
         self.read_timeout
             .and_then(|d| Instant::now().checked_add(d))
@@ -275,6 +618,9 @@ impl TcpStream {
     /// Reads more input into the buffer; 0 means the peer closed its side.
     fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
         self.shared.take_error()?;
+        if self.shared.read_closed.get() {
+            return Err(shut_down("reading"));
+        }
         if self.eof {
             return Ok(0);
         }
@@ -291,6 +637,9 @@ impl TcpStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.rbuf.release_if_empty();
                     self.shared.source.wait(Direction::Read, deadline)?;
+                    if self.shared.read_closed.get() {
+                        return Err(shut_down("reading"));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -298,20 +647,10 @@ impl TcpStream {
         }
     }
 
-    /// Receives one line (LuaSocket `*l`): the bytes up to `\n`, without the `\n` and a
-    /// `\r` just before it. The bytes are not checked for UTF-8. `Ok(None)` means the peer
-    /// closed the connection cleanly, with nothing buffered.
+    /// As [`TcpStream::receive_line`].
     ///
     /// # Errors
-    /// - [`io::ErrorKind::InvalidData`] if the line is longer than the limit
-    ///   ([`set_max_line_length`](TcpStream::set_max_line_length), default 64 KiB); the
-    ///   connection should then be closed.
-    /// - [`io::ErrorKind::UnexpectedEof`] if the peer closed in the middle of a line; the
-    ///   partial line stays buffered ([`receive_to_end`](TcpStream::receive_to_end) or
-    ///   [`buffered`](TcpStream::buffered) get it).
-    /// - [`io::ErrorKind::TimedOut`] once the read timeout passed; what arrived stays
-    ///   buffered.
-    /// - A cancellation error, or the OS error (`ConnectionReset`, …).
+    /// As [`TcpStream::receive_line`].
     pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
         let deadline = self.read_deadline();
         loop {
@@ -338,11 +677,10 @@ impl TcpStream {
         }
     }
 
-    /// Receives exactly `n` bytes (LuaSocket's numeric pattern).
+    /// As [`TcpStream::receive_exact`].
     ///
     /// # Errors
-    /// [`io::ErrorKind::UnexpectedEof`] if the peer closes first (what arrived stays
-    /// buffered); `TimedOut`; a cancellation error; the OS error.
+    /// As [`TcpStream::receive_exact`].
     pub fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
         loop {
@@ -361,13 +699,10 @@ impl TcpStream {
         }
     }
 
-    /// Receives everything until the peer closes its side (LuaSocket `*a`).
+    /// As [`TcpStream::receive_to_end`].
     ///
     /// # Errors
-    /// [`io::ErrorKind::InvalidData`] if more than the limit
-    /// ([`set_max_receive_to_end`](TcpStream::set_max_receive_to_end), default 64 MiB)
-    /// arrives (it stays buffered); `TimedOut` (what arrived stays buffered); a
-    /// cancellation error; the OS error.
+    /// As [`TcpStream::receive_to_end`].
     pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
         while self.fill(deadline)? > 0 {
@@ -384,11 +719,10 @@ impl TcpStream {
         Ok(self.rbuf.take_all())
     }
 
-    /// Receives what is available, at most `max` bytes, waiting only if nothing is
-    /// buffered (LuaSocket's partial receive). An empty result means end of stream.
+    /// As [`TcpStream::receive_some`].
     ///
     /// # Errors
-    /// `TimedOut`, a cancellation error, or the OS error.
+    /// As [`TcpStream::receive_some`].
     pub fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
         if self.rbuf.is_empty() && max > 0 {
             let deadline = self.read_deadline();
@@ -402,160 +736,90 @@ impl TcpStream {
         self.rbuf.as_slice()
     }
 
-    /// Buffers `data` for sending. It leaves when the loop next waits, on
-    /// [`flush`](TcpStream::flush), or right away if the buffer would pass its limit; in
-    /// that case the task suspends while the peer does not read, so memory stays bounded.
+    /// As [`TcpStream::set_read_timeout`].
     ///
     /// # Errors
-    /// A write error found earlier in the background; `TimedOut` once the write timeout
-    /// passed; a cancellation error; the OS error. On error, a prefix of `data` may have
-    /// been sent.
-    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        let shared = &*self.shared;
-        shared.take_error()?;
-        let limit = shared.write_limit.get();
-        {
-            let mut wbuf = shared.wbuf.borrow_mut();
-            if wbuf.len() + data.len() <= limit {
-                wbuf.extend_from_slice(data);
-                drop(wbuf);
-                shared.queue_flush();
-                cooperate();
-                return Ok(());
-            }
-        }
-        let deadline = shared.write_deadline();
-        shared.flush_blocking(deadline)?;
-        let mut rest = data;
-        while rest.len() > limit {
-            let n = shared
-                .source
-                .do_io(Direction::Write, deadline, |s| (&*s).write(rest))?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            rest = &rest[n..];
-        }
-        shared.wbuf.borrow_mut().extend_from_slice(rest);
-        shared.queue_flush();
-        Ok(())
-    }
-
-    /// Sends all buffered output now, suspending while the peer does not read.
-    ///
-    /// # Errors
-    /// As [`send`](TcpStream::send).
-    pub fn flush(&mut self) -> io::Result<()> {
-        let deadline = self.shared.write_deadline();
-        self.shared.flush_blocking(deadline)
-    }
-
-    /// Flushes, then closes the connection.
-    ///
-    /// # Errors
-    /// The flush error; the bytes that could not be sent are then discarded (this error
-    /// is their report).
-    pub fn close(self) -> io::Result<()> {
-        let r = self.shared.flush_blocking(self.shared.write_deadline());
-        if r.is_err() {
-            self.shared.wbuf.borrow_mut().clear();
-        }
-        r
-    }
-
-    /// Shuts down the read, write or both halves. Buffered output is flushed before the
-    /// write half is shut down.
-    ///
-    /// # Errors
-    /// The flush error, or the OS error.
-    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
-        if how != Shutdown::Read {
-            self.flush()?;
-        }
-        self.shared.io().shutdown(how)
-    }
-
-    /// The remote address.
-    ///
-    /// # Errors
-    /// The OS error (e.g. `NotConnected`).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.io().peer_addr()
-    }
-
-    /// The local address.
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.io().local_addr()
-    }
-
-    /// Sets `TCP_NODELAY`. Output is already coalesced by the write buffer, so small
-    /// responses do not need Nagle's algorithm.
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.shared.io().set_nodelay(on)
-    }
-
-    /// Whether `TCP_NODELAY` is set.
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn nodelay(&self) -> io::Result<bool> {
-        self.shared.io().nodelay()
-    }
-
-    /// Sets the deadline of each receive call, counted from the call's start (`None`: no
-    /// limit). A call that passes it fails with `TimedOut` and keeps what it received.
-    ///
-    /// # Errors
-    /// `InvalidInput` for a zero duration (as std).
+    /// `InvalidInput` for a zero duration.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         check_timeout(timeout)?;
         self.read_timeout = timeout;
         Ok(())
     }
 
-    /// The read timeout.
-    pub fn read_timeout(&self) -> Option<Duration> {
-        self.read_timeout
-    }
-
-    /// Sets the deadline of each call that waits to write (`send` past the buffer,
-    /// `flush`, `close`), and how long a dropped stream keeps trying to deliver its output.
+    /// Shuts down a direction without flushing: the write half may be waiting to write,
+    /// so output still buffered is discarded (and reported) when the write direction is
+    /// shut down from here. A task blocked on the write half is woken and fails.
     ///
     /// # Errors
-    /// `InvalidInput` for a zero duration (as std).
+    /// The OS error.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.shared.shutdown(how, false)
+    }
+
+    /// Puts the halves of one stream back together.
+    ///
+    /// # Errors
+    /// [`ReuniteError`] (holding both halves) if they belong to different streams.
+    pub fn reunite(self, write: WriteHalf) -> Result<TcpStream, ReuniteError> {
+        if Rc::ptr_eq(&self.shared, &write.shared) {
+            Ok(TcpStream { read: self, write })
+        } else {
+            Err(ReuniteError(self, write))
+        }
+    }
+}
+
+impl WriteHalf {
+    /// As [`TcpStream::send`].
+    ///
+    /// # Errors
+    /// As [`TcpStream::send`].
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.shared.send(data)
+    }
+
+    /// As [`TcpStream::flush`].
+    ///
+    /// # Errors
+    /// As [`TcpStream::send`].
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.shared.flush()
+    }
+
+    /// Flushes, then closes the connection in both directions; a task blocked on the
+    /// read half is woken and fails with `NotConnected`.
+    ///
+    /// # Errors
+    /// As [`TcpStream::close`].
+    pub fn close(self) -> io::Result<()> {
+        self.shared.close()
+    }
+
+    /// As [`TcpStream::shutdown`]; a task blocked on the read half is woken when the read
+    /// direction is shut down.
+    ///
+    /// # Errors
+    /// As [`TcpStream::shutdown`].
+    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        self.shared.shutdown(how, true)
+    }
+
+    /// As [`TcpStream::set_write_timeout`].
+    ///
+    /// # Errors
+    /// `InvalidInput` for a zero duration.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         check_timeout(timeout)?;
         self.shared.write_timeout.set(timeout);
         Ok(())
     }
 
-    /// The write timeout.
-    pub fn write_timeout(&self) -> Option<Duration> {
-        self.shared.write_timeout.get()
-    }
-
-    /// Sets the longest line [`receive_line`](TcpStream::receive_line) accepts.
-    pub fn set_max_line_length(&mut self, max: usize) {
-        self.max_line = max;
-    }
-
-    /// Sets the most [`receive_to_end`](TcpStream::receive_to_end) collects.
-    pub fn set_max_receive_to_end(&mut self, max: usize) {
-        self.max_to_end = max;
-    }
-
-    /// Sets the size of the write buffer (at least 1 byte).
+    /// As [`TcpStream::set_write_buffer_size`].
     pub fn set_write_buffer_size(&mut self, size: usize) {
         self.shared.write_limit.set(size.max(1));
     }
 
-    /// Bytes accepted by `send` and not yet taken by the kernel.
+    /// As [`TcpStream::pending_output`].
     pub fn pending_output(&self) -> usize {
         self.shared.pending()
     }
@@ -571,33 +835,13 @@ fn check_timeout(t: Option<Duration>) -> io::Result<()> {
     Ok(())
 }
 
-impl Drop for TcpStream {
+impl Drop for WriteHalf {
     fn drop(&mut self) {
-        let shared = &self.shared;
-        if shared.pending() == 0 || shared.error.borrow().is_some() {
-            return;
-        }
-        if shared.write_buffered().is_ok() || shared.pending() == 0 {
-            return;
-        }
-        // The kernel's buffer is full: deliver the rest from a task of its own, for at most
-        // the write timeout (or the default linger time).
-        let shared = shared.clone();
-        let linger = shared.write_timeout.get().unwrap_or(DEFAULT_LINGER);
-        let spawned = copas_core::Builder::new()
-            .name("copas-linger".to_owned())
-            .spawn(move || {
-                let deadline = Instant::now().checked_add(linger);
-                if let Err(e) = shared.flush_blocking(deadline) {
-                    *shared.error.borrow_mut() = Some(e);
-                }
-            });
-        // If no task can be spawned, StreamShared's drop reports the loss.
-        drop(spawned);
+        StreamShared::linger(&self.shared);
     }
 }
 
-impl Read for TcpStream {
+impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let available = self.fill_buf()?;
         let n = available.len().min(buf.len());
@@ -607,7 +851,7 @@ impl Read for TcpStream {
     }
 }
 
-impl BufRead for TcpStream {
+impl BufRead for ReadHalf {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.rbuf.is_empty() {
             let deadline = self.read_deadline();
@@ -621,14 +865,40 @@ impl BufRead for TcpStream {
     }
 }
 
-impl Write for TcpStream {
+impl Write for WriteHalf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.send(buf)?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        TcpStream::flush(self)
+        WriteHalf::flush(self)
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.read(buf)
+    }
+}
+
+impl BufRead for TcpStream {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.read.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.read.consume(amt);
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.write.flush()
     }
 }
 
@@ -666,12 +936,13 @@ fn connect_addr(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpSt
     };
     let stream = TcpStream::from_std(socket.into())?;
     if pending {
+        let shared = &stream.write.shared;
         loop {
-            stream.shared.source.wait(Direction::Write, deadline)?;
-            if let Some(e) = stream.shared.io().take_error()? {
+            shared.source.wait(Direction::Write, deadline)?;
+            if let Some(e) = shared.io().take_error()? {
                 return Err(e);
             }
-            match stream.shared.io().peer_addr() {
+            match shared.io().peer_addr() {
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => return Err(e),

@@ -368,3 +368,32 @@ fn a_handler_error_does_not_stop_the_server() {
         assert_eq!(server.accepted(), 2);
     });
 }
+
+#[test]
+fn program_drives_step_from_its_own_loop_while_serving() {
+    guard(|| {
+        let rt = copas::Runtime::current();
+        let server = copas::add_server("127.0.0.1:0", echo_lines).unwrap();
+        let addr = server.local_addr();
+        let client = thread::spawn(move || {
+            let mut s = BufReader::new(StdStream::connect(addr).unwrap());
+            (0..20)
+                .map(|i| std_exchange(&mut s, &format!("tick {i}")))
+                .collect::<Vec<_>>()
+        });
+        // The program's own loop: its work, then one step with a short timeout.
+        let mut own_iterations = 0u64;
+        while !client.is_finished() {
+            own_iterations += 1;
+            rt.step(Some(Duration::from_millis(5))).unwrap();
+        }
+        let lines = client.join().unwrap();
+        assert_eq!(lines, (0..20).map(|i| format!("tick {i}")).collect::<Vec<_>>());
+        assert!(own_iterations >= 20, "{own_iterations}");
+        server.stop();
+        while !rt.is_finished() {
+            rt.step(Some(Duration::from_millis(5))).unwrap();
+        }
+        assert!(server.is_stopped());
+    });
+}

@@ -852,3 +852,25 @@ fn std_io_traits_on_the_stream_itself_with_a_copas_client() {
         assert_eq!(client.join().unwrap().unwrap(), b"ONE,TWO,THREE\nTAIL");
     });
 }
+
+#[test]
+fn receive_to_end_beyond_its_limit_is_invalid_data() {
+    guard(|| {
+        let (mut conn, peer) = pair();
+        conn.set_max_receive_to_end(100);
+        let writer = thread::spawn(move || {
+            let mut peer = peer;
+            peer.write_all(&[b'z'; 1000]).unwrap();
+        });
+        let h = copas::spawn(move || {
+            let e = conn.receive_to_end().unwrap_err();
+            // What arrived stays buffered.
+            (e.kind(), conn.buffered().len())
+        });
+        copas::run().unwrap();
+        writer.join().unwrap();
+        let (kind, kept) = h.join().unwrap();
+        assert_eq!(kind, io::ErrorKind::InvalidData);
+        assert!(kept > 100, "{kept}");
+    });
+}

@@ -77,14 +77,27 @@ impl std::fmt::Debug for Reactor {
     }
 }
 
+/// Bits of a key that hold the slab index; the rest hold the generation. On 64-bit
+/// targets 2^32 slots; on 32-bit ones 2^20 slots with a 12-bit generation.
+const INDEX_BITS: u32 = if usize::BITS >= 64 { 32 } else { 20 };
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+
 fn key_of(index: usize, generation: u32) -> usize {
-    // The poller reserves usize::MAX; indices stay far below 2^32.
-    (index & 0xffff_ffff) | ((generation as usize) << 32)
+    // The poller reserves usize::MAX: the generation never fills every bit (see
+    // `insert_slot`), so no key is all ones.
+    (index & INDEX_MASK) | ((generation as usize) << INDEX_BITS)
 }
 
 fn split_key(key: usize) -> (usize, u32) {
-    (key & 0xffff_ffff, (key >> 32) as u32)
+    (key & INDEX_MASK, (key >> INDEX_BITS) as u32)
 }
+
+/// Generations wrap below the largest value so that `key_of` never yields `usize::MAX`.
+const GENERATION_LIMIT: u32 = if usize::BITS >= 64 {
+    u32::MAX
+} else {
+    (1 << (usize::BITS - INDEX_BITS)) - 1
+};
 
 impl Reactor {
     /// The current thread's reactor, installed into the thread's runtime on first use.
@@ -134,7 +147,7 @@ impl Reactor {
     pub(crate) fn insert_slot(&self) -> usize {
         let mut inner = self.inner.borrow_mut();
         let generation = inner.next_generation;
-        inner.next_generation = generation.wrapping_add(1);
+        inner.next_generation = (generation + 1) % GENERATION_LIMIT;
         let index = inner.slots.insert(Slot {
             generation,
             reader: None,

@@ -172,12 +172,20 @@ impl ServerBuilder {
     /// accepted connection runs `handler` in a task of its own.
     ///
     /// # Errors
-    /// When binding or registering the listener fails.
+    /// When binding or registering the listener fails; `InvalidInput` for a zero timeout.
     pub fn serve<L, H>(self, listener: L, handler: H) -> io::Result<Server>
     where
         L: IntoListener,
         H: Fn(TcpStream) -> io::Result<()> + 'static,
     {
+        for t in [self.read_timeout, self.write_timeout].into_iter().flatten() {
+            if t.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "copas: a zero timeout is not allowed",
+                ));
+            }
+        }
         let listener = listener.into_listener()?;
         let local_addr = listener.local_addr()?;
         let inner = Rc::new(ServerInner {
@@ -436,7 +444,7 @@ fn start_connection(
             return;
         }
     };
-    // Configuration of a fresh socket cannot fail for these values.
+    // `serve` rejected zero timeouts, the only values these setters refuse.
     let _ = conn.set_read_timeout(config.read_timeout);
     let _ = conn.set_write_timeout(config.write_timeout);
     if let Some(n) = config.max_line {

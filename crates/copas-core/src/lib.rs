@@ -38,6 +38,7 @@
 mod context;
 mod driver;
 mod error;
+mod overflow;
 mod runtime;
 mod stack;
 pub mod sync;

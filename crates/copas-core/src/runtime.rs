@@ -17,13 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corosensei::stack::DefaultStack;
+use corosensei::stack::{DefaultStack, Stack};
 use corosensei::{Coroutine, CoroutineResult};
 use slab::Slab;
 
 use crate::context::{self, Resume};
 use crate::driver::{Driver, Notify, ThreadParker};
 use crate::error::{self, Unwinding};
+use crate::overflow;
 use crate::stack::StackPool;
 use crate::task::{payload_str, ErrorHandler, JoinError, JoinState, Task, TaskId, TaskPanic};
 use crate::time::{TimerAction, TimerKey, TimerQueue};
@@ -50,6 +51,8 @@ struct Slot {
     name: Option<Arc<str>>,
     state: State,
     stack_size: usize,
+    /// The stack's guard page, for stack-overflow reports.
+    guard: (usize, usize),
     /// Cancelled: every blocking call fails.
     cancelled: bool,
     /// Shutting down: every blocking call unwinds the stack.
@@ -299,15 +302,19 @@ impl Runtime {
         loop {
             if !self.shared.alive() {
                 if self.shared.exiting.get() {
-                    return Ok(());
+                    break;
                 }
                 self.shared.exit();
                 if !self.shared.alive() {
-                    return Ok(());
+                    break;
                 }
             }
             self.shared.step(None)?;
         }
+        // The exit belonged to this run: work started afterwards (a server driven by
+        // `step`) must not see it.
+        self.shared.exiting.set(false);
+        Ok(())
     }
 
     /// Whether the loop has nothing left to do (Copas `finished`).
@@ -363,6 +370,7 @@ impl Drop for StepGuard<'_> {
 
 impl Shared {
     fn new() -> Shared {
+        overflow::init_thread();
         let parker = Rc::new(ThreadParker::new());
         Shared {
             tasks: RefCell::new(Slab::new()),
@@ -439,6 +447,7 @@ impl Shared {
         T: 'static,
     {
         let stack = self.stacks.borrow_mut().take(spec.stack_size)?;
+        let guard = overflow::guard_range(stack.limit().get());
         let serial = self.next_serial.get();
         self.next_serial.set(serial + 1);
         let mut tasks = self.tasks.borrow_mut();
@@ -459,6 +468,7 @@ impl Shared {
             name,
             state: State::Queued,
             stack_size,
+            guard,
             cancelled: false,
             unwinding: false,
             timed_out: false,
@@ -695,6 +705,12 @@ impl Shared {
                 return;
             };
             slot.state = State::Running;
+            overflow::enter(
+                slot.guard,
+                slot.name.as_deref(),
+                slot.stack_size,
+                slot.serial,
+            );
             // A task cancelled before it started never runs: it starts by unwinding.
             let input = if slot.unwinding || (slot.cancelled && !coro.started()) {
                 Resume::Unwind
@@ -705,6 +721,7 @@ impl Shared {
         };
         let prev = CURRENT_TASK.with(|c| c.replace(Some(id)));
         let result = coro.resume(input);
+        overflow::leave();
         context::leave();
         CURRENT_TASK.with(|c| c.set(prev));
         match result {

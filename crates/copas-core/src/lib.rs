@@ -49,7 +49,7 @@ pub use driver::{Driver, Notify};
 pub use error::{is_cancelled, Cancelled};
 pub use runtime::{
     cancel_all, cooperate, current, exit, is_exiting, is_finished, park, park_timeout, run,
-    try_current, wait_for_exit, wake_on_exit, with_timeout, yield_now, Runtime, Stats,
+    shutdown, try_current, wait_for_exit, wake_on_exit, with_timeout, yield_now, Runtime, Stats,
 };
 pub use stack::DEFAULT_STACK_SIZE;
 pub use task::{spawn, Builder, ErrorHandler, JoinError, JoinHandle, Task, TaskId, TaskPanic};

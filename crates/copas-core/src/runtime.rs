@@ -147,6 +147,9 @@ pub(crate) struct Shared {
     sleeping: Cell<usize>,
     /// `with_timeout` scope of code running outside any task.
     main_scope_deadline: Cell<Option<Instant>>,
+    /// When a graceful shutdown cancels what is left (see [`shutdown`]). It bounds the
+    /// loop's waits but does not keep the loop alive.
+    shutdown_deadline: Cell<Option<Instant>>,
 }
 
 /// A copas runtime: the scheduler of one thread.
@@ -314,6 +317,7 @@ impl Runtime {
         // The exit belonged to this run: work started afterwards (a server driven by
         // `step`) must not see it.
         self.shared.exiting.set(false);
+        self.shared.shutdown_deadline.set(None);
         Ok(())
     }
 
@@ -394,6 +398,7 @@ impl Shared {
             steps: Cell::new(0),
             sleeping: Cell::new(0),
             main_scope_deadline: Cell::new(None),
+            shutdown_deadline: Cell::new(None),
         }
     }
 
@@ -632,7 +637,11 @@ impl Shared {
                 .borrow()
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
-            earliest_duration(next_timer, timeout)
+            let shutdown = self
+                .shutdown_deadline
+                .get()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            earliest_duration(earliest_duration(next_timer, timeout), shutdown)
         };
         // With no timeout and nothing that could ever end the wait, do not wait at all.
         if wait.is_some() || self.alive() {
@@ -645,6 +654,15 @@ impl Shared {
             busy |= woke > 0;
             busy |= self.take_remote();
             busy |= self.fire_timers();
+        }
+        if self
+            .shutdown_deadline
+            .get()
+            .is_some_and(|d| Instant::now() >= d)
+        {
+            self.shutdown_deadline.set(None);
+            self.cancel_all();
+            busy = true;
         }
         busy |= self.run_pass();
         // Output written during the pass leaves now, not at the next step, which a
@@ -1134,6 +1152,34 @@ pub fn wait_for_exit() -> io::Result<()> {
 pub fn wake_on_exit() {
     if let Some(id) = current_task_id() {
         Runtime::current().shared.set_exit_waiter(id, true);
+    }
+}
+
+/// Shuts down gracefully: [`exit`] now — servers stop accepting and
+/// [`wait_for_exit`] callers wake — then lets running tasks finish and buffered output
+/// drain for up to `grace`, and after that cancels every task that is left
+/// ([`cancel_all`]). [`run`] returns as soon as nothing is left, which may be well
+/// before `grace` has passed; the grace period itself does not keep the loop alive.
+///
+/// Output still buffered by streams dropped when their tasks are cancelled keeps being
+/// delivered for up to the streams' write timeout (or linger time), so no accepted byte
+/// is dropped silently.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let h = copas_core::spawn(|| copas_core::sleep(Duration::from_secs(3600)));
+/// copas_core::spawn(|| copas_core::shutdown(Duration::from_millis(10)));
+/// copas_core::run().unwrap(); // returns after about 10 ms, not an hour
+/// assert!(copas_core::is_cancelled(&h.join().unwrap().unwrap_err()));
+/// ```
+pub fn shutdown(grace: Duration) {
+    let rt = Runtime::current();
+    rt.shared.exit();
+    let deadline = Instant::now().checked_add(grace);
+    rt.shared.shutdown_deadline.set(deadline);
+    if grace.is_zero() {
+        rt.shared.cancel_all();
     }
 }
 

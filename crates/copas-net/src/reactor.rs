@@ -45,6 +45,13 @@ struct Slot {
     flusher: Option<Weak<dyn BackgroundFlush>>,
     /// Read and write interest for the oneshot fallback.
     interest: (bool, bool),
+    /// (epoll backend) An event reported readiness (read, write) since the last waiter in
+    /// that direction resumed: the next `wait` returns at once, so an edge that came while
+    /// no task waited is not lost.
+    ready: (bool, bool),
+    /// (epoll backend) The peer shut down its side or the connection failed: a read must
+    /// not be skipped, since no further edge will come.
+    read_closed: bool,
 }
 
 struct Inner {
@@ -59,6 +66,10 @@ struct Inner {
 /// the runtime's driver; applications normally never touch it.
 pub struct Reactor {
     poller: Arc<Poller>,
+    /// Linux: the epoll instance that carries the sockets (see [`crate::epoll`]);
+    /// elsewhere `None`, and `poller` carries them.
+    #[cfg(target_os = "linux")]
+    epoll: Option<RefCell<crate::epoll::Epoll>>,
     mode: PollMode,
     inner: RefCell<Inner>,
     events: RefCell<Events>,
@@ -118,8 +129,18 @@ impl Reactor {
         } else {
             PollMode::Oneshot
         };
+        #[cfg(target_os = "linux")]
+        let epoll = {
+            use std::os::fd::AsRawFd;
+            let ep = crate::epoll::Epoll::new()?;
+            // polling's epoll descriptor becomes readable when its notifier fires.
+            ep.add(poller.as_raw_fd(), NOTIFY_KEY, libc::EPOLLIN as u32)?;
+            Some(RefCell::new(ep))
+        };
         let reactor = Rc::new(Reactor {
             poller: Arc::new(poller),
+            #[cfg(target_os = "linux")]
+            epoll,
             mode,
             inner: RefCell::new(Inner {
                 slots: Slab::new(),
@@ -139,6 +160,36 @@ impl Reactor {
         &self.poller
     }
 
+    /// The epoll instance that carries the sockets, on Linux.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn epoll(&self) -> Option<&RefCell<crate::epoll::Epoll>> {
+        self.epoll.as_ref()
+    }
+
+    /// Whether events say exactly when a socket became ready and when its peer closed
+    /// (the epoll backend), so that a read known to find nothing can be skipped.
+    fn precise(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.epoll.is_some()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Whether a read on the socket may be skipped after one that drained the kernel's
+    /// buffer: true when readiness is tracked precisely and the peer has not closed.
+    pub(crate) fn may_skip_read(&self, key: usize) -> bool {
+        if !self.precise() {
+            return false;
+        }
+        let (index, generation) = split_key(key);
+        let inner = self.inner.borrow();
+        matches!(inner.slots.get(index), Some(s) if s.generation == generation && !s.read_closed)
+    }
+
     pub(crate) fn mode(&self) -> PollMode {
         self.mode
     }
@@ -154,6 +205,8 @@ impl Reactor {
             writer: None,
             flusher: None,
             interest: (false, false),
+            ready: (false, false),
+            read_closed: false,
         });
         key_of(index, generation)
     }
@@ -248,6 +301,18 @@ impl Reactor {
                 }
                 Some(_) => {}
                 None => {
+                    let ready = match dir {
+                        Direction::Read => &mut slot.ready.0,
+                        Direction::Write => &mut slot.ready.1,
+                    };
+                    if std::mem::take(ready) {
+                        // An edge came while nobody waited: retry the operation now.
+                        return Ok(());
+                    }
+                    let waiter = match dir {
+                        Direction::Read => &mut slot.reader,
+                        Direction::Write => &mut slot.writer,
+                    };
                     *waiter = Some(me);
                     inner.waiters += 1;
                 }
@@ -295,6 +360,74 @@ impl Reactor {
     }
 }
 
+/// The key of polling's own descriptor in the epoll backend.
+#[cfg(target_os = "linux")]
+const NOTIFY_KEY: u64 = u64::MAX;
+
+impl Reactor {
+    #[cfg(target_os = "linux")]
+    fn park_epoll(
+        &self,
+        ep: &RefCell<crate::epoll::Epoll>,
+        timeout: Option<Duration>,
+        wake: &mut dyn FnMut(TaskId),
+    ) -> io::Result<usize> {
+        self.polls.set(self.polls.get() + 1);
+        let mut ep = ep.borrow_mut();
+        let events = match ep.wait(timeout) {
+            Ok(events) => events,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut handled = 0;
+        let mut notified = false;
+        let mut to_flush: Vec<Rc<dyn BackgroundFlush>> = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            for ev in events {
+                let r = crate::epoll::readiness(ev);
+                if r.key == NOTIFY_KEY {
+                    notified = true;
+                    continue;
+                }
+                let (index, generation) = split_key(r.key as usize);
+                let Some(slot) = inner.slots.get_mut(index) else {
+                    continue;
+                };
+                if slot.generation != generation {
+                    continue;
+                }
+                handled += 1;
+                slot.read_closed |= r.read_closed;
+                slot.ready.0 |= r.readable;
+                slot.ready.1 |= r.writable;
+                if r.readable {
+                    if let Some(id) = slot.reader {
+                        wake(id);
+                    }
+                }
+                if r.writable {
+                    if let Some(id) = slot.writer {
+                        wake(id);
+                    } else if let Some(f) = slot.flusher.as_ref().and_then(Weak::upgrade) {
+                        to_flush.push(f);
+                    }
+                }
+            }
+            inner.flush_queue.append(&mut to_flush);
+        }
+        drop(ep);
+        if notified {
+            // Let polling consume its notification and re-arm its notifier.
+            let mut events = self.events.borrow_mut();
+            events.clear();
+            self.poller.wait(&mut events, Some(Duration::ZERO))?;
+            handled += 1;
+        }
+        Ok(handled)
+    }
+}
+
 fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "copas: the socket was closed")
 }
@@ -321,6 +454,11 @@ impl Drop for WaitGuard<'_> {
                 if *waiter == Some(self.me) {
                     *waiter = None;
                     inner.waiters -= 1;
+                    // The event that woke us is consumed by the retry that follows.
+                    match self.dir {
+                        Direction::Read => slot.ready.0 = false,
+                        Direction::Write => slot.ready.1 = false,
+                    }
                 }
             }
         }
@@ -329,6 +467,10 @@ impl Drop for WaitGuard<'_> {
 
 impl Driver for Reactor {
     fn park(&self, timeout: Option<Duration>, wake: &mut dyn FnMut(TaskId)) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        if let Some(ep) = &self.epoll {
+            return self.park_epoll(ep, timeout, wake);
+        }
         let mut events = self.events.borrow_mut();
         events.clear();
         self.polls.set(self.polls.get() + 1);

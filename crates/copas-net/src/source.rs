@@ -31,6 +31,19 @@ impl<T: AsFd> Source<T> {
     pub(crate) fn new(io: T) -> io::Result<Source<T>> {
         let reactor = Reactor::current()?;
         let key = reactor.insert_slot();
+        #[cfg(target_os = "linux")]
+        if let Some(ep) = reactor.epoll() {
+            let added = ep.borrow().add(
+                io.as_fd().as_raw_fd(),
+                key as u64,
+                crate::epoll::SOCKET_INTEREST,
+            );
+            if let Err(e) = added {
+                reactor.remove_slot(key);
+                return Err(e);
+            }
+            return Ok(Source { io, key, reactor });
+        }
         let (interest, mode) = match reactor.mode() {
             PollMode::Oneshot => (Event::none(key), PollMode::Oneshot),
             mode => (Event::all(key), mode),
@@ -61,6 +74,12 @@ impl<T: AsFd> Source<T> {
         &self.reactor
     }
 
+    /// Whether a read may be skipped after one that drained the kernel's buffer; see
+    /// [`Reactor::may_skip_read`].
+    pub(crate) fn may_skip_read(&self) -> bool {
+        self.reactor.may_skip_read(self.key)
+    }
+
     /// Suspends until the descriptor may be ready in `dir`; see [`Reactor::wait`].
     pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
         self.reactor.wait(self.key, self.io.as_fd(), dir, deadline)
@@ -88,6 +107,12 @@ impl<T: AsFd> Drop for Source<T> {
     fn drop(&mut self) {
         // Deleting can only fail if the descriptor was never added or is already closed;
         // neither can happen to a live Source, and there is nothing to do about it here.
+        #[cfg(target_os = "linux")]
+        if let Some(ep) = self.reactor.epoll() {
+            let _ = ep.borrow().delete(self.io.as_fd().as_raw_fd());
+            self.reactor.remove_slot(self.key);
+            return;
+        }
         let _ = self.reactor.poller().delete(self.io.as_fd());
         self.reactor.remove_slot(self.key);
     }

@@ -333,6 +333,11 @@ pub struct TcpStream {
 pub struct ReadHalf {
     rbuf: ReadBuffer,
     eof: bool,
+    /// The last read found the kernel's buffer empty (`WouldBlock`, or fewer bytes than
+    /// asked for, which for a stream socket means the same, see epoll(7)): where the
+    /// reactor tracks readiness precisely, the next read waits for it first instead of
+    /// making a system call that would only say `EAGAIN`.
+    drained: bool,
     read_timeout: Option<Duration>,
     max_line: usize,
     max_to_end: usize,
@@ -399,6 +404,7 @@ impl TcpStream {
             read: ReadHalf {
                 rbuf: ReadBuffer::default(),
                 eof: false,
+                drained: false,
                 read_timeout: None,
                 max_line: DEFAULT_MAX_LINE,
                 max_to_end: DEFAULT_MAX_TO_END,
@@ -625,26 +631,35 @@ impl ReadHalf {
             return Ok(0);
         }
         loop {
+            if std::mem::take(&mut self.drained) && self.shared.source.may_skip_read() {
+                self.wait_readable(deadline)?;
+            }
             match recv_into(self.shared.io(), &mut self.rbuf.buf, READ_CHUNK) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(0);
                 }
                 Ok(n) => {
+                    self.drained = n < READ_CHUNK;
                     cooperate();
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.rbuf.release_if_empty();
-                    self.shared.source.wait(Direction::Read, deadline)?;
-                    if self.shared.read_closed.get() {
-                        return Err(shut_down("reading"));
-                    }
+                    self.wait_readable(deadline)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn wait_readable(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.rbuf.release_if_empty();
+        self.shared.source.wait(Direction::Read, deadline)?;
+        if self.shared.read_closed.get() {
+            return Err(shut_down("reading"));
+        }
+        Ok(())
     }
 
     /// As [`TcpStream::receive_line`].

@@ -236,4 +236,167 @@ mod tests {
             assert_eq!(out.len(), 3, "split at {split}");
         }
     }
+
+    /// Differential property tests: the buffer against a naive reference that keeps a
+    /// plain `Vec` and searches it from the start on every call, fed an arbitrary byte
+    /// stream in arbitrary pieces between arbitrary receive calls.
+    mod differential {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The naive reference implementation of the framing.
+        #[derive(Debug, Default)]
+        struct Reference {
+            data: Vec<u8>,
+        }
+
+        impl Reference {
+            fn take_line(&mut self, max: usize) -> Line {
+                match self.data.iter().position(|&b| b == b'\n') {
+                    Some(nl) => {
+                        let mut content = &self.data[..nl];
+                        if let [rest @ .., b'\r'] = content {
+                            content = rest;
+                        }
+                        if content.len() > max {
+                            return Line::TooLong;
+                        }
+                        let line = Bytes::copy_from_slice(content);
+                        self.data.drain(..=nl);
+                        Line::Complete(line)
+                    }
+                    None => {
+                        // A trailing '\r' may be the start of "\r\n": not content yet.
+                        let pending = self.data.len() - usize::from(self.data.ends_with(b"\r"));
+                        if pending > max {
+                            Line::TooLong
+                        } else {
+                            Line::Incomplete
+                        }
+                    }
+                }
+            }
+
+            fn take_exact(&mut self, n: usize) -> Option<Bytes> {
+                (self.data.len() >= n).then(|| self.data.drain(..n).collect::<Vec<u8>>().into())
+            }
+
+            fn take_some(&mut self, max: usize) -> Bytes {
+                let n = max.min(self.data.len());
+                self.data.drain(..n).collect::<Vec<u8>>().into()
+            }
+
+            fn consume(&mut self, n: usize) {
+                let n = n.min(self.data.len());
+                self.data.drain(..n);
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Feeds the next `n` bytes of the stream (fewer at its end).
+            Feed(usize),
+            Line(usize),
+            Exact(usize),
+            Some(usize),
+            Consume(usize),
+            All,
+            Release,
+        }
+
+        /// Lines of up to 40 bytes with every kind of ending (`\n`, `\r\n`, a lone
+        /// `\r`, none), so that limits are met exactly, exceeded by one, and a `\r` often
+        /// ends what has arrived so far.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![
+                6 => b'a'..=b'e',
+                1 => Just(b'\r'),
+                1 => any::<u8>(),
+            ];
+            let end = prop_oneof![
+                Just(&b"\n"[..]),
+                Just(&b"\r\n"[..]),
+                Just(&b"\r"[..]),
+                Just(&b""[..]),
+            ];
+            let line = (proptest::collection::vec(byte, 0..40), end).prop_map(|(mut l, end)| {
+                l.extend_from_slice(end);
+                l
+            });
+            proptest::collection::vec(line, 0..24).prop_map(|ls| ls.concat())
+        }
+
+        fn limit() -> impl Strategy<Value = usize> {
+            prop_oneof![8 => 0..48usize, 1 => Just(usize::MAX)]
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0..64usize).prop_map(Op::Feed),
+                6 => limit().prop_map(Op::Line),
+                2 => limit().prop_map(Op::Exact),
+                2 => limit().prop_map(Op::Some),
+                1 => limit().prop_map(Op::Consume),
+                1 => Just(Op::All),
+                1 => Just(Op::Release),
+            ]
+        }
+
+        fn check_same(b: &ReadBuffer, r: &Reference) -> Result<(), TestCaseError> {
+            prop_assert_eq!(b.as_slice(), &r.data[..]);
+            prop_assert_eq!(b.len(), r.data.len());
+            prop_assert_eq!(b.is_empty(), r.data.is_empty());
+            prop_assert!(b.scanned <= b.buf.len());
+            prop_assert!(!b.buf[..b.scanned].contains(&b'\n'));
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn framing_matches_the_naive_reference(
+                input in stream(),
+                ops in proptest::collection::vec(op(), 0..96),
+            ) {
+                let mut b = ReadBuffer::default();
+                let mut r = Reference::default();
+                let mut fed = 0;
+                for op in ops {
+                    match op {
+                        Op::Feed(n) => {
+                            let piece = &input[fed..(fed + n).min(input.len())];
+                            fed += piece.len();
+                            b.buf.extend_from_slice(piece);
+                            r.data.extend_from_slice(piece);
+                        }
+                        Op::Line(max) => prop_assert_eq!(b.take_line(max), r.take_line(max)),
+                        Op::Exact(n) => prop_assert_eq!(b.take_exact(n), r.take_exact(n)),
+                        Op::Some(n) => prop_assert_eq!(b.take_some(n), r.take_some(n)),
+                        Op::Consume(n) => {
+                            b.consume(n);
+                            r.consume(n);
+                        }
+                        Op::All => {
+                            let all = Bytes::from(std::mem::take(&mut r.data));
+                            prop_assert_eq!(b.take_all(), all);
+                        }
+                        Op::Release => b.release_if_empty(),
+                    }
+                    check_same(&b, &r)?;
+                }
+                // The rest of the stream, then every line left: still the same.
+                b.buf.extend_from_slice(&input[fed..]);
+                r.data.extend_from_slice(&input[fed..]);
+                loop {
+                    let line = b.take_line(usize::MAX);
+                    prop_assert_eq!(&line, &r.take_line(usize::MAX));
+                    check_same(&b, &r)?;
+                    if line == Line::Incomplete {
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -34,6 +34,8 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod buffer;
+#[cfg(target_os = "linux")]
+mod epoll;
 mod listener;
 mod reactor;
 mod server;
@@ -50,3 +52,63 @@ pub use tcp::{
     DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
 };
 pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};
+
+/// Not public API: a thin wrapper over the read buffer's framing so that the fuzz target
+/// in `fuzz/` can drive it. It may change or vanish in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    use bytes::Bytes;
+
+    use crate::buffer::{self, ReadBuffer};
+
+    /// What [`FramingBuffer::take_line`] found.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Line {
+        /// A complete line, without its `\n` and a `\r` before it.
+        Complete(Bytes),
+        /// No `\n` yet.
+        Incomplete,
+        /// Longer than the limit (the bytes stay buffered).
+        TooLong,
+    }
+
+    /// The receive buffer of a `TcpStream`, without the socket.
+    #[derive(Debug, Default)]
+    pub struct FramingBuffer(ReadBuffer);
+
+    impl FramingBuffer {
+        /// Appends received bytes.
+        pub fn push(&mut self, data: &[u8]) {
+            self.0.buf.extend_from_slice(data);
+        }
+
+        /// As `receive_line` with limit `max`, without waiting.
+        pub fn take_line(&mut self, max: usize) -> Line {
+            match self.0.take_line(max) {
+                buffer::Line::Complete(l) => Line::Complete(l),
+                buffer::Line::Incomplete => Line::Incomplete,
+                buffer::Line::TooLong => Line::TooLong,
+            }
+        }
+
+        /// As `receive_exact`, without waiting: `None` if fewer than `n` bytes are here.
+        pub fn take_exact(&mut self, n: usize) -> Option<Bytes> {
+            self.0.take_exact(n)
+        }
+
+        /// As `receive_some`, without waiting.
+        pub fn take_some(&mut self, max: usize) -> Bytes {
+            self.0.take_some(max)
+        }
+
+        /// As `BufRead::consume`.
+        pub fn consume(&mut self, n: usize) {
+            self.0.consume(n);
+        }
+
+        /// The bytes buffered.
+        pub fn buffered(&self) -> &[u8] {
+            self.0.as_slice()
+        }
+    }
+}

@@ -49,7 +49,11 @@ fn main() -> std::io::Result<()> {
         let r = copas::with_timeout(Duration::from_millis(150), || {
             copas::sleep(Duration::from_secs(10))
         });
-        println!("{:>5} ms  long wait ended: {:?}", at(), r.map_err(|e| e.kind()));
+        println!(
+            "{:>5} ms  long wait ended: {:?}",
+            at(),
+            r.map_err(|e| e.kind())
+        );
     });
 
     copas::run()?;

@@ -3,6 +3,7 @@
 mod common;
 
 use std::cell::Cell;
+use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -69,4 +70,115 @@ fn timer_fired_after_cancel_when_both_deadlines_passed_in_one_step() {
         copas::run().unwrap();
         assert!(!fired.get(), "the timer fired after it was cancelled");
     });
+}
+
+/// `run()` left the runtime "exiting" after it returned, so a server started afterwards
+/// and driven by `step` (or by a blocking call outside any task) stopped accepting at
+/// its first turn, and its clients were refused.
+#[test]
+fn server_started_after_run_returned_stopped_at_once() {
+    guard(|| {
+        copas::run().unwrap();
+        assert!(!copas::is_exiting(), "still exiting after run() returned");
+        let rt = copas::Runtime::current();
+        let server = copas::add_server("127.0.0.1:0", common::echo_lines).unwrap();
+        let addr = server.local_addr();
+        let client = copas::spawn(move || -> std::io::Result<Vec<u8>> {
+            let mut s = copas::TcpStream::connect(addr)?;
+            common::exchange(&mut s, b"still serving")
+        });
+        while !client.is_finished() {
+            rt.step(Some(Duration::from_millis(10))).unwrap();
+        }
+        assert_eq!(client.join().unwrap().unwrap(), b"still serving");
+        assert!(!server.is_stopped());
+        server.stop();
+        copas::run().unwrap();
+    });
+}
+
+/// Runs the test `name` of this binary in a child process (where it calls `body`), for
+/// bugs whose symptom is an abort that would take every other test down with it.
+#[track_caller]
+fn isolated(name: &str, body: fn()) {
+    const CHILD: &str = "COPAS_REGRESSION_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        body();
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("run the test in a child process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} failed in its child process ({}):\n{}{}",
+        out.status,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A stream with unsent output, dropped while the thread's runtime was being torn down
+/// (a task blocked writing to a peer that does not read, when the thread ends), tried to
+/// spawn its linger task on the runtime that was going away: a panic inside a destructor
+/// during unwinding, so the process aborted.
+#[test]
+fn stream_with_unsent_output_dropped_while_the_thread_exits_aborted() {
+    isolated(
+        "stream_with_unsent_output_dropped_while_the_thread_exits_aborted",
+        || {
+            let (peer_tx, peer_rx) = std::sync::mpsc::channel();
+            guard(move || {
+                let rt = copas::Runtime::current();
+                let (mut conn, peer) = common::pair();
+                peer_tx.send(peer).unwrap();
+                conn.set_write_buffer_size(64 << 20);
+                let _blocked = copas::spawn(move || {
+                    // More than the kernel takes: flush() blocks, output stays buffered.
+                    conn.send(&vec![b'x'; 32 << 20])?;
+                    conn.flush()
+                });
+                common::settle(&rt);
+                assert!(rt.stats().tasks == 1, "the writer is blocked");
+                // The thread ends here, with the writer suspended in flush().
+            });
+            drop(peer_rx.recv().unwrap());
+        },
+    );
+}
+
+/// A blocking call from a destructor that runs while the runtime is torn down (a task
+/// unwound at thread exit) must fail, as during any unwinding; it panicked in
+/// `Runtime::current()` instead, inside a destructor during unwinding: an abort.
+#[test]
+fn blocking_call_in_a_destructor_at_thread_exit_aborted() {
+    isolated(
+        "blocking_call_in_a_destructor_at_thread_exit_aborted",
+        || {
+            struct SleepOnDrop(std::sync::mpsc::Sender<bool>);
+            impl Drop for SleepOnDrop {
+                fn drop(&mut self) {
+                    let failed = copas::sleep(Duration::from_millis(1)).is_err();
+                    let _ = self.0.send(failed);
+                }
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            guard(move || {
+                let _parked = copas::spawn(move || {
+                    let _guard = SleepOnDrop(tx);
+                    copas::park()
+                });
+                copas::run().unwrap();
+                // The thread ends with the task parked; shutdown unwinds it.
+            });
+            assert_eq!(
+                rx.recv().ok(),
+                Some(true),
+                "the sleep in the destructor did not fail"
+            );
+        },
+    );
 }

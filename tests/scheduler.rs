@@ -49,8 +49,9 @@ fn sleepers_wake_in_deadline_order_and_never_early() {
     guard(|| {
         let start = Instant::now();
         let woken = Rc::new(RefCell::new(Vec::new()));
-        // Spawned out of order; equal deadlines come up in the order they were armed.
-        let delays_ms = [40u64, 10, 30, 0, 20, 50, 10, 5];
+        // Spawned out of order; equal deadlines come up in the order they were armed, and
+        // close ones (10, 11, 12 ms) catch a timer fired early along with an earlier one.
+        let delays_ms = [40u64, 10, 30, 0, 12, 20, 50, 10, 5, 11];
         for (i, &ms) in delays_ms.iter().enumerate() {
             let woken = woken.clone();
             let _ = copas::spawn(move || {

@@ -388,7 +388,10 @@ fn program_drives_step_from_its_own_loop_while_serving() {
             rt.step(Some(Duration::from_millis(5))).unwrap();
         }
         let lines = client.join().unwrap();
-        assert_eq!(lines, (0..20).map(|i| format!("tick {i}")).collect::<Vec<_>>());
+        assert_eq!(
+            lines,
+            (0..20).map(|i| format!("tick {i}")).collect::<Vec<_>>()
+        );
         assert!(own_iterations >= 20, "{own_iterations}");
         server.stop();
         while !rt.is_finished() {

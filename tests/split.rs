@@ -38,7 +38,10 @@ fn halves_read_and_write_concurrently() {
         });
         writer.join().unwrap().unwrap();
         let got = reader.join().unwrap().unwrap();
-        assert_eq!(got, (0..100).map(|i| format!("line {i}")).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            (0..100).map(|i| format!("line {i}")).collect::<Vec<_>>()
+        );
         echo.join().unwrap();
     });
 }

@@ -874,3 +874,75 @@ fn receive_to_end_beyond_its_limit_is_invalid_data() {
         assert!(kept > 100, "{kept}");
     });
 }
+
+#[test]
+fn dropped_stream_still_delivers_its_buffered_output() {
+    guard(|| {
+        const TOTAL: usize = 6 << 20;
+        // A write buffer larger than the kernel takes: when the handler returns, much of
+        // the reply is still buffered, and dropping the stream must deliver it.
+        let (sent_tx, sent_rx) = std::sync::mpsc::channel::<usize>();
+        let server = copas::add_server("127.0.0.1:0", move |mut conn: TcpStream| {
+            conn.set_write_buffer_size(TOTAL + 1);
+            let data = Rng::new(31).bytes(TOTAL);
+            for piece in data.chunks(50_000) {
+                conn.send(piece)?;
+            }
+            sent_tx.send(conn.pending_output()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let srv = server.clone();
+        let stopper = copas::spawn(move || {
+            copas::park().unwrap();
+            srv.stop();
+        });
+        let stopper_task = stopper.task().clone();
+        let client = thread::spawn(move || {
+            let mut s = StdStream::connect(addr).unwrap();
+            // Read nothing until the handler has returned.
+            let pending_at_drop = sent_rx.recv().unwrap();
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).unwrap();
+            stopper_task.unpark();
+            (pending_at_drop, back)
+        });
+        copas::run().unwrap();
+        stopper.join().unwrap();
+        let (pending_at_drop, back) = client.join().unwrap();
+        assert!(
+            pending_at_drop > 0,
+            "nothing was left buffered; the test proves nothing"
+        );
+        assert_eq!(back.len(), TOTAL);
+        assert!(
+            back == Rng::new(31).bytes(TOTAL),
+            "the delivered bytes differ"
+        );
+    });
+}
+
+#[test]
+fn eof_arriving_with_the_last_bytes_while_a_reader_waits_is_seen() {
+    guard(|| {
+        // The reader waits first; then, in the same loop pass, the peer's last bytes and
+        // its FIN arrive together (one readiness edge). A read timeout turns a missed end
+        // of stream into a failure instead of a hang.
+        let (mut conn, peer) = pair();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = copas::spawn(move || -> io::Result<Vec<u8>> {
+            let all = conn.receive_to_end()?.to_vec();
+            assert_eq!(conn.receive_line()?, None);
+            Ok(all)
+        });
+        let _closer = copas::spawn(move || {
+            let mut peer = peer;
+            peer.write_all(b"the tail").unwrap();
+            drop(peer);
+        });
+        copas::run().unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), b"the tail");
+    });
+}

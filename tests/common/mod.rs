@@ -189,3 +189,94 @@ impl Rng {
         v
     }
 }
+
+/// Runs blocking `f` on a std thread of its own while the current copas task waits for
+/// it (the loop goes on serving meanwhile), and returns its result; a panic in `f` is
+/// resumed in the task. Outside a task it blocks the thread.
+#[track_caller]
+pub(crate) fn on_thread<T, F>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    /// Wakes the waiting task when the thread is done, also if `f` panicked.
+    struct WakeOnDrop(Option<copas::Task>);
+    impl Drop for WakeOnDrop {
+        fn drop(&mut self) {
+            if let Some(t) = &self.0 {
+                t.unpark();
+            }
+        }
+    }
+    let result = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = result.clone();
+    let waker = WakeOnDrop(copas::try_current());
+    let blocking = thread::Builder::new()
+        .name("on_thread".to_owned())
+        .spawn(move || {
+            let _waker = waker;
+            let r = panic::catch_unwind(panic::AssertUnwindSafe(f));
+            *slot.lock().unwrap() = Some(r);
+        })
+        .expect("spawn a blocking helper thread");
+    if copas::try_current().is_some() {
+        while result.lock().unwrap().is_none() {
+            // The timer keeps the loop going while nothing else would.
+            copas::park_timeout(HANG_GUARD).expect("wait for the blocking helper thread");
+        }
+    }
+    blocking.join().expect("the helper thread catches panics");
+    let r = result
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the helper thread stored a result");
+    r.unwrap_or_else(|payload| panic::resume_unwind(payload))
+}
+
+/// Runs `f` in a copas task while this thread's loop serves, stops the server once `f`
+/// is done (also if it panicked), runs the loop until every connection has ended, and
+/// returns `f`'s result (or resumes its panic).
+#[track_caller]
+pub(crate) fn serve_during<T, F>(server: &copas::Server, f: F) -> T
+where
+    T: 'static,
+    F: FnOnce() -> T + 'static,
+{
+    let srv = server.clone();
+    let h = copas::spawn(move || {
+        let r = panic::catch_unwind(panic::AssertUnwindSafe(f));
+        srv.stop();
+        r
+    });
+    copas::run().expect("run the loop");
+    match h.join().expect("the task is not cancelled") {
+        Ok(v) => v,
+        Err(payload) => panic::resume_unwind(payload),
+    }
+}
+
+/// Runs `script` on a std thread with the server's address while this thread's loop
+/// serves, then as [`serve_during`].
+#[track_caller]
+pub(crate) fn serve_while<T, F>(server: &copas::Server, script: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(SocketAddr) -> T + Send + 'static,
+{
+    let addr = server.local_addr();
+    serve_during(server, move || on_thread(move || script(addr)))
+}
+
+/// A std listener on a free loopback port whose backlog holds `backlog` connections
+/// (std's `bind` allows 128): clients that connect all at once are not dropped and made
+/// to retry a second later.
+#[track_caller]
+pub(crate) fn listener_with_backlog(backlog: i32) -> StdListener {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    s.bind(&addr.into()).expect("bind 127.0.0.1:0");
+    s.listen(backlog).expect("listen");
+    s.into()
+}

@@ -850,7 +850,14 @@ fn report_panic(id: TaskId, spec: &TaskSpec, payload: &(dyn Any + Send)) {
 /// Suspends the current task until it is woken (`Ok`), its `deadline` passes
 /// (`TimedOut`), or it is cancelled (an error for which `is_cancelled` holds).
 pub(crate) fn suspend(deadline: Option<Instant>) -> io::Result<()> {
-    suspend_on(&Runtime::current(), deadline)
+    // While the thread exits, destructors of unwound tasks may still try to block.
+    let rt = Runtime::try_current().ok_or_else(gone)?;
+    suspend_on(&rt, deadline)
+}
+
+/// The error of a call that needs the runtime while the thread exits and tears it down.
+pub(crate) fn gone() -> io::Error {
+    io::Error::other("copas: the runtime is not available while the thread exits")
 }
 
 pub(crate) fn suspend_on(rt: &Runtime, deadline: Option<Instant>) -> io::Result<()> {
@@ -1034,7 +1041,7 @@ pub fn cooperate() {
 /// Fails if the task is cancelled, or during a panic. Outside a task it runs one step of
 /// the loop.
 pub fn yield_now() -> io::Result<()> {
-    let rt = Runtime::current();
+    let rt = Runtime::try_current().ok_or_else(gone)?;
     match current_task_id().filter(|_| context::in_coroutine()) {
         Some(_) => suspend_inner(&rt, None, true),
         None => rt.shared.step(Some(Duration::ZERO)).map(drop),
@@ -1061,7 +1068,7 @@ pub fn park_timeout(dur: Duration) -> io::Result<()> {
 }
 
 fn park_inner(deadline: Option<Instant>) -> io::Result<()> {
-    let rt = Runtime::current();
+    let rt = Runtime::try_current().ok_or_else(gone)?;
     let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -1130,7 +1137,7 @@ pub fn is_exiting() -> bool {
 /// # Errors
 /// Fails if the task is cancelled or during a panic; `Unsupported` outside a task.
 pub fn wait_for_exit() -> io::Result<()> {
-    let rt = Runtime::current();
+    let rt = Runtime::try_current().ok_or_else(gone)?;
     let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,

@@ -414,13 +414,14 @@ impl Builder {
     /// Spawns the task on the current thread's runtime. It first runs in the next loop step.
     ///
     /// # Errors
-    /// When the stack cannot be allocated (the error from `mmap`).
+    /// When the stack cannot be allocated (the error from `mmap`), or while the thread
+    /// exits and its runtime is being torn down (a destructor run by the shutdown).
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let rt = Runtime::current();
+        let rt = Runtime::try_current().ok_or_else(runtime::gone)?;
         let shared = rt.shared();
         let size = self
             .stack_size

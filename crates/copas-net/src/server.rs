@@ -178,7 +178,10 @@ impl ServerBuilder {
         L: IntoListener,
         H: Fn(TcpStream) -> io::Result<()> + 'static,
     {
-        for t in [self.read_timeout, self.write_timeout].into_iter().flatten() {
+        for t in [self.read_timeout, self.write_timeout]
+            .into_iter()
+            .flatten()
+        {
             if t.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,

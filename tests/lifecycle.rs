@@ -373,3 +373,54 @@ fn panicking_recurring_timer_keeps_running() {
         assert_eq!(seen.get(), 4);
     });
 }
+
+#[test]
+fn stats_count_sockets_and_the_running_task() {
+    guard(|| {
+        let rt = copas::Runtime::current();
+        let server = copas::add_server("127.0.0.1:0", |_c| Ok(())).unwrap();
+        let (conn, _peer) = common::pair();
+        assert_eq!(rt.stats().sockets, 2); // the listener and the stream
+        assert_eq!(rt.stats().running, 0);
+        let inside = copas::spawn(|| copas::Runtime::current().stats().running);
+        assert_eq!(inside.join().unwrap(), 1);
+        drop(conn);
+        server.stop();
+        copas::run().unwrap();
+        assert_eq!(rt.stats().sockets, 0);
+    });
+}
+
+#[test]
+fn sockets_carry_names() {
+    guard(|| {
+        let (conn, _peer) = common::pair();
+        assert!(conn.name().is_none());
+        conn.set_name("upstream");
+        assert_eq!(conn.name().as_deref(), Some("upstream"));
+        assert!(format!("{conn:?}").contains("upstream"));
+        let udp = copas::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_name("dns");
+        assert_eq!(udp.name().as_deref(), Some("dns"));
+    });
+}
+
+/// Copas wakes every 0.1 s when idle; copas for Rust blocks in the poller until something
+/// happens: one poll for the whole wait.
+#[test]
+fn idle_loop_makes_no_periodic_wakeups() {
+    guard(|| {
+        let server = copas::add_server("127.0.0.1:0", |_c| Ok(())).unwrap();
+        let rt = copas::Runtime::current();
+        rt.step(Some(Duration::ZERO)).unwrap(); // the accept task is waiting now
+        let reactor = copas::Reactor::current().unwrap();
+        let polls = reactor.polls();
+        let start = Instant::now();
+        let busy = rt.step(Some(Duration::from_millis(300))).unwrap();
+        assert!(!busy, "nothing happened");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert_eq!(reactor.polls() - polls, 1, "one wait, no periodic wake-ups");
+        server.stop();
+        copas::run().unwrap();
+    });
+}

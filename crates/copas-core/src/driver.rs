@@ -39,6 +39,12 @@ pub trait Driver {
 
     /// A thread-safe function that makes a concurrent or later `park` return soon.
     fn notifier(&self) -> Notify;
+
+    /// How many I/O sources (sockets, listeners) are registered, for
+    /// [`Stats::sockets`](crate::Stats::sockets).
+    fn sources(&self) -> usize {
+        0
+    }
 }
 
 /// The driver used when none is installed: it only sleeps until the next timer, and wakes

@@ -114,6 +114,8 @@ impl Remote {
 pub struct Stats {
     /// Live tasks, in any state.
     pub tasks: usize,
+    /// Tasks executing right now: 1 when asked from inside a task, else 0.
+    pub running: usize,
     /// Tasks waiting in the run queue.
     pub runnable: usize,
     /// Suspended tasks with a timer armed (sleeping, or blocked with a deadline).
@@ -126,6 +128,8 @@ pub struct Stats {
     pub steps: u64,
     /// Idle stacks kept for reuse.
     pub pooled_stacks: usize,
+    /// Sockets and listeners registered with the I/O driver.
+    pub sockets: usize,
 }
 
 pub(crate) struct Shared {
@@ -354,12 +358,17 @@ impl Runtime {
         let tasks = self.shared.tasks.borrow();
         Stats {
             tasks: tasks.len(),
+            running: tasks
+                .iter()
+                .filter(|(_, s)| s.state == State::Running)
+                .count(),
             runnable: self.shared.run_queue.borrow().len(),
             sleeping: self.shared.sleeping.get(),
             parked: tasks.iter().filter(|(_, s)| s.parked).count(),
             timers: self.shared.timers.borrow().len(),
             steps: self.shared.steps.get(),
             pooled_stacks: self.shared.stacks.borrow().pooled(),
+            sockets: self.shared.driver.borrow().sources(),
         }
     }
 }

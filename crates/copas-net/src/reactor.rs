@@ -522,6 +522,10 @@ impl Driver for Reactor {
         inner.waiters > 0 || !inner.flush_queue.is_empty()
     }
 
+    fn sources(&self) -> usize {
+        self.inner.borrow().slots.len()
+    }
+
     fn notifier(&self) -> Notify {
         let poller = self.poller.clone();
         Arc::new(move || {

@@ -52,6 +52,8 @@ pub(crate) struct StreamShared {
     /// woken and fails with `NotConnected`).
     read_closed: Cell<bool>,
     write_closed: Cell<bool>,
+    /// A name for reports (`set_name`).
+    name: RefCell<Option<Rc<str>>>,
     this: Weak<StreamShared>,
 }
 
@@ -68,6 +70,7 @@ impl StreamShared {
             write_limit: Cell::new(DEFAULT_WRITE_BUFFER),
             read_closed: Cell::new(false),
             write_closed: Cell::new(false),
+            name: RefCell::new(None),
             this: this.clone(),
         }))
     }
@@ -275,6 +278,10 @@ impl Drop for StreamShared {
                 .io()
                 .peer_addr()
                 .map_or_else(|_| "a closed peer".to_owned(), |a| a.to_string());
+            let peer = match self.name.get_mut() {
+                Some(name) => format!("{peer} ('{name}')"),
+                None => peer,
+            };
             let why = match self.error.get_mut() {
                 Some(e) => e.to_string(),
                 None => "the stream was dropped before it could be flushed".to_owned(),
@@ -354,6 +361,7 @@ pub struct WriteHalf {
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
+            .field("name", &self.name())
             .field("local", &self.local_addr().ok())
             .field("peer", &self.peer_addr().ok())
             .field("buffered_in", &self.read.rbuf.len())
@@ -539,6 +547,18 @@ impl TcpStream {
     /// The OS error (e.g. `NotConnected`).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.write.shared.io().peer_addr()
+    }
+
+    /// Names the stream (shared by its halves); the name appears in `Debug` output and in
+    /// the report of output lost when the stream is dropped.
+    pub fn set_name(&self, name: impl Into<String>) {
+        let name: String = name.into();
+        *self.write.shared.name.borrow_mut() = Some(name.into());
+    }
+
+    /// The stream's name, if it was given one.
+    pub fn name(&self) -> Option<Rc<str>> {
+        self.write.shared.name.borrow().clone()
     }
 
     /// The local address.

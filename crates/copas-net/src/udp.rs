@@ -44,11 +44,13 @@ pub struct UdpSocket {
     source: Source<std::net::UdpSocket>,
     read_timeout: Cell<Option<Duration>>,
     write_timeout: Cell<Option<Duration>>,
+    name: std::cell::RefCell<Option<Rc<str>>>,
 }
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UdpSocket")
+            .field("name", &self.name())
             .field("local", &self.local_addr().ok())
             .field("peer", &self.peer_addr().ok())
             .finish()
@@ -88,6 +90,7 @@ impl UdpSocket {
             source: Source::new(socket)?,
             read_timeout: Cell::new(None),
             write_timeout: Cell::new(None),
+            name: std::cell::RefCell::new(None),
         })
     }
 
@@ -201,6 +204,17 @@ impl UdpSocket {
     /// The write timeout.
     pub fn write_timeout(&self) -> Option<Duration> {
         self.write_timeout.get()
+    }
+
+    /// Names the socket; the name appears in `Debug` output.
+    pub fn set_name(&self, name: impl Into<String>) {
+        let name: String = name.into();
+        *self.name.borrow_mut() = Some(name.into());
+    }
+
+    /// The socket's name, if it was given one.
+    pub fn name(&self) -> Option<Rc<str>> {
+        self.name.borrow().clone()
     }
 
     /// Sets `SO_BROADCAST`.

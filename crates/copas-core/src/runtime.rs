@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corosensei::stack::{DefaultStack, Stack};
+use corosensei::stack::Stack;
 use corosensei::{Coroutine, CoroutineResult};
 use slab::Slab;
 
@@ -25,11 +25,11 @@ use crate::context::{self, Resume};
 use crate::driver::{Driver, Notify, ThreadParker};
 use crate::error::{self, Unwinding};
 use crate::overflow;
-use crate::stack::StackPool;
+use crate::stack::{StackPool, TaskStack};
 use crate::task::{payload_str, ErrorHandler, JoinError, JoinState, Task, TaskId, TaskPanic};
 use crate::time::{TimerAction, TimerKey, TimerQueue};
 
-type Coro = Coroutine<Resume, (), (), DefaultStack>;
+type Coro = Coroutine<Resume, (), (), TaskStack>;
 
 /// How many operations a task may complete without suspending before
 /// [`cooperate`](crate::cooperate) makes it yield.
@@ -763,7 +763,7 @@ impl Shared {
             CoroutineResult::Return(()) => {
                 let slot = self.tasks.borrow_mut().remove(id.index);
                 let stack = coro.into_stack();
-                self.stacks.borrow_mut().give(stack, slot.stack_size);
+                self.stacks.borrow_mut().give(stack);
                 drop(slot);
             }
         }

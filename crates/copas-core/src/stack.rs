@@ -1,29 +1,193 @@
-//! A pool of coroutine stacks, so that spawning a task rarely maps memory.
+//! Coroutine stacks: carved out of large shared reservations ("chunks") and pooled, so
+//! that spawning a task rarely maps memory and a process can hold far more stacks than
+//! `vm.max_map_count` would allow with one mapping per stack.
 //!
-//! Invariant: every stack in the pool has exactly `default_size` usable bytes and belongs to
-//! no coroutine. Stacks of other sizes are not pooled; they are unmapped when their task ends.
+//! Each stack of the default size is a slot of a chunk: a guard page at its low end, then
+//! its usable pages. On Linux 6.13 and later the guard pages are installed with
+//! `madvise(MADV_GUARD_INSTALL)`, which needs no mapping of its own, so a whole chunk is one
+//! kernel mapping; elsewhere (or if that fails) they are `mprotect(PROT_NONE)`, which
+//! splits the mapping as corosensei's `DefaultStack` does. Stacks of other sizes are
+//! corosensei `DefaultStack`s, not pooled.
+//!
+//! Invariants:
+//! - A chunk's slots never overlap, and each slot's lowest page is a guard page before the
+//!   slot is handed out. A chunk is unmapped only when no `ArenaStack` refers to it.
+//! - Every stack in the pool's free list has the current default size and belongs to no
+//!   coroutine.
+#![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::io;
+use std::ptr;
+use std::rc::Rc;
 
-use corosensei::stack::DefaultStack;
+use corosensei::stack::{DefaultStack, Stack, StackPointer};
 
 /// The default usable size of a task's stack: 128 KiB of address space. Only the pages a
 /// task actually touches take memory.
 pub const DEFAULT_STACK_SIZE: usize = 128 * 1024;
 
-/// How many idle stacks the pool keeps at most; the rest are unmapped.
-const MAX_POOLED: usize = 4096;
+/// Slots per chunk.
+const SLOTS_PER_CHUNK: usize = 64;
+
+/// Free stacks beyond this many have their pages given back to the kernel
+/// (`MADV_DONTNEED`) when they return to the pool: the address space stays reserved, the
+/// memory does not.
+const KEEP_RESIDENT: usize = 1024;
+
+/// `MADV_GUARD_INSTALL` (Linux 6.13): guard pages without a mapping of their own.
+#[cfg(target_os = "linux")]
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096)
+}
+
+/// One reservation holding `SLOTS_PER_CHUNK` stacks.
+struct Chunk {
+    /// # Invariant
+    /// Start of a live mapping of `len` bytes, owned by this chunk.
+    base: *mut u8,
+    len: usize,
+    slot_len: usize,
+    /// Slots handed out at least once (their guard page is installed).
+    carved: Cell<usize>,
+}
+
+impl Chunk {
+    fn new(slot_len: usize) -> io::Result<Rc<Chunk>> {
+        let len = slot_len
+            .checked_mul(SLOTS_PER_CHUNK)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "stack size too large"))?;
+        // SAFETY: an anonymous private mapping with no address hint; checked below.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Rc::new(Chunk {
+            base: base.cast(),
+            len,
+            slot_len,
+            carved: Cell::new(0),
+        }))
+    }
+
+    /// Hands out the next never-used slot, with its guard page installed.
+    fn carve(self: &Rc<Chunk>, page: usize) -> io::Result<Option<ArenaStack>> {
+        let i = self.carved.get();
+        if i == SLOTS_PER_CHUNK {
+            return Ok(None);
+        }
+        // SAFETY: `i < SLOTS_PER_CHUNK`, so the slot lies inside the mapping.
+        let lo = unsafe { self.base.add(i * self.slot_len) };
+        install_guard(lo, page)?;
+        self.carved.set(i + 1);
+        Ok(Some(ArenaStack {
+            chunk: self.clone(),
+            lo: lo as usize,
+        }))
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: by the invariant, `base`/`len` is our live mapping, and no stack refers
+        // to it any more (each holds an `Rc` to the chunk).
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn install_guard(lo: *mut u8, page: usize) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `lo..lo + page` lies inside a mapping this module owns and no live stack
+        // uses it.
+        if unsafe { libc::madvise(lo.cast(), page, MADV_GUARD_INSTALL) } == 0 {
+            return Ok(());
+        }
+    }
+    // SAFETY: as above; PROT_NONE makes the page fault on any access.
+    if unsafe { libc::mprotect(lo.cast(), page, libc::PROT_NONE) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A stack carved from a chunk.
+pub(crate) struct ArenaStack {
+    chunk: Rc<Chunk>,
+    /// Lowest address of the slot: the guard page.
+    lo: usize,
+}
+
+impl ArenaStack {
+    /// Gives the slot's usable pages back to the kernel (they read as zero when touched
+    /// again); the guard page stays.
+    fn release_memory(&self, page: usize) {
+        let usable = (self.lo + page) as *mut libc::c_void;
+        // SAFETY: the slot's usable range belongs to this stack, which no coroutine uses
+        // (it is on its way into the free list). Guard regions survive MADV_DONTNEED.
+        unsafe { libc::madvise(usable, self.chunk.slot_len - page, libc::MADV_DONTNEED) };
+    }
+}
+
+/// The stack of one task.
+pub(crate) enum TaskStack {
+    /// A pooled slot of the default size.
+    Arena(ArenaStack),
+    /// A stack of another size, mapped on its own.
+    Mapped(DefaultStack),
+}
+
+// SAFETY: an `Arena` stack's range `[lo, lo + slot_len)` is inside a live mapping kept alive
+// by the `Rc<Chunk>`, page-aligned (so 16-byte aligned), with a guard page at `lo` and at
+// least one usable page above it (`slot_len >= usable size + page`, usable size >= 16 KiB).
+// `Mapped` delegates to corosensei's own implementation.
+unsafe impl Stack for TaskStack {
+    fn base(&self) -> StackPointer {
+        match self {
+            TaskStack::Arena(a) => StackPointer::new(a.lo + a.chunk.slot_len)
+                .expect("a mapping is never at address zero"),
+            TaskStack::Mapped(d) => d.base(),
+        }
+    }
+
+    fn limit(&self) -> StackPointer {
+        match self {
+            TaskStack::Arena(a) => {
+                StackPointer::new(a.lo).expect("a mapping is never at address zero")
+            }
+            TaskStack::Mapped(d) => d.limit(),
+        }
+    }
+}
 
 pub(crate) struct StackPool {
     default_size: usize,
-    free: Vec<DefaultStack>,
+    page: usize,
+    free: Vec<ArenaStack>,
+    /// The chunk new slots are carved from.
+    current: Option<Rc<Chunk>>,
 }
 
 impl StackPool {
     pub(crate) fn new() -> Self {
         StackPool {
             default_size: DEFAULT_STACK_SIZE,
+            page: page_size(),
             free: Vec::new(),
+            current: None,
         }
     }
 
@@ -35,23 +199,46 @@ impl StackPool {
         if size != self.default_size {
             self.default_size = size;
             self.free.clear();
+            self.current = None;
         }
     }
 
-    /// A stack of `size` usable bytes: from the pool when the size is the default one.
-    pub(crate) fn take(&mut self, size: usize) -> io::Result<DefaultStack> {
-        if size == self.default_size {
-            if let Some(stack) = self.free.pop() {
-                return Ok(stack);
+    fn slot_len(&self) -> usize {
+        // The usable size rounded up to whole pages, plus the guard page.
+        self.default_size.div_ceil(self.page) * self.page + self.page
+    }
+
+    /// A stack of `size` usable bytes: a pooled slot when the size is the default one.
+    pub(crate) fn take(&mut self, size: usize) -> io::Result<TaskStack> {
+        if size != self.default_size {
+            return DefaultStack::new(size).map(TaskStack::Mapped);
+        }
+        if let Some(stack) = self.free.pop() {
+            return Ok(TaskStack::Arena(stack));
+        }
+        if let Some(chunk) = &self.current {
+            if let Some(stack) = chunk.carve(self.page)? {
+                return Ok(TaskStack::Arena(stack));
             }
         }
-        DefaultStack::new(size)
+        let chunk = Chunk::new(self.slot_len())?;
+        let stack = chunk.carve(self.page)?.expect("a new chunk has free slots");
+        self.current = Some(chunk);
+        Ok(TaskStack::Arena(stack))
     }
 
-    /// Gives back the stack of a finished coroutine that was created with `size`.
-    pub(crate) fn give(&mut self, stack: DefaultStack, size: usize) {
-        if size == self.default_size && self.free.len() < MAX_POOLED {
-            self.free.push(stack);
+    /// Gives back the stack of a finished coroutine.
+    pub(crate) fn give(&mut self, stack: TaskStack) {
+        match stack {
+            TaskStack::Arena(a) if a.chunk.slot_len == self.slot_len() => {
+                if self.free.len() >= KEEP_RESIDENT {
+                    a.release_memory(self.page);
+                }
+                self.free.push(a);
+            }
+            // Of an old default size, or mapped on its own: unmapped now (a chunk once its
+            // last stack is gone).
+            other => drop(other),
         }
     }
 

@@ -400,3 +400,27 @@ fn program_drives_step_from_its_own_loop_while_serving() {
         assert!(server.is_stopped());
     });
 }
+
+/// std's `bind` queues 128 pending connections; copas binds with a backlog of 1024, so a
+/// burst of a few hundred clients is queued, not dropped (and retried seconds later).
+#[test]
+fn bind_queues_a_burst_of_connections_beyond_stds_backlog() {
+    guard(|| {
+        let listener = copas::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nobody accepts: every connection waits in the backlog.
+        let clients: Vec<_> = (0..400)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                    .unwrap_or_else(|e| panic!("connection {i} was not queued: {e}"))
+            })
+            .collect();
+        assert_eq!(clients.len(), 400);
+        let server = copas::ServerBuilder::new()
+            .backlog(16)
+            .serve("127.0.0.1:0", |_c| Ok(()))
+            .unwrap();
+        server.stop();
+        drop(listener);
+    });
+}

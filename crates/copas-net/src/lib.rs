@@ -44,7 +44,7 @@ mod tcp;
 mod udp;
 
 pub use bytes::Bytes;
-pub use listener::TcpListener;
+pub use listener::{TcpListener, DEFAULT_BACKLOG};
 pub use reactor::Reactor;
 pub use server::{add_server, IntoListener, Server, ServerBuilder, ACCEPT_BATCH};
 pub use tcp::{

@@ -23,13 +23,39 @@ impl fmt::Debug for TcpListener {
     }
 }
 
+/// The listen backlog of [`TcpListener::bind`]: 1024 pending connections (std's `bind`
+/// uses 128, which drops connections when a few hundred clients arrive at once; the
+/// kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
 impl TcpListener {
-    /// Binds a listener to the first address `addr` resolves to that works.
+    /// Binds a listener to the first address `addr` resolves to that works, with
+    /// `SO_REUSEADDR` (as std) and a backlog of [`DEFAULT_BACKLOG`].
     ///
     /// # Errors
     /// The bind error of the last address tried.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        each_addr(addr, std::net::TcpListener::bind).and_then(TcpListener::from_std)
+        TcpListener::bind_with_backlog(addr, DEFAULT_BACKLOG)
+    }
+
+    /// As [`bind`](TcpListener::bind), with a backlog of `backlog` pending connections.
+    ///
+    /// # Errors
+    /// The bind error of the last address tried.
+    pub fn bind_with_backlog(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        each_addr(addr, |a| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(a),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&a.into())?;
+            socket.listen(backlog)?;
+            Ok(std::net::TcpListener::from(socket))
+        })
+        .and_then(TcpListener::from_std)
     }
 
     /// Wraps a `std::net::TcpListener` (Copas `wrap` on a server socket).

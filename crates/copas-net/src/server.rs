@@ -23,40 +23,41 @@ pub const ACCEPT_BATCH: usize = 64;
 
 /// What can be turned into a listening socket for [`add_server`].
 pub trait IntoListener {
-    /// Binds (for addresses) or converts (for listeners).
+    /// Binds (for addresses, with `backlog` pending connections) or converts (for
+    /// listeners, which keep their own backlog).
     ///
     /// # Errors
     /// The bind error.
-    fn into_listener(self) -> io::Result<TcpListener>;
+    fn into_listener(self, backlog: u32) -> io::Result<TcpListener>;
 }
 
 impl IntoListener for TcpListener {
-    fn into_listener(self) -> io::Result<TcpListener> {
+    fn into_listener(self, _backlog: u32) -> io::Result<TcpListener> {
         Ok(self)
     }
 }
 
 impl IntoListener for std::net::TcpListener {
-    fn into_listener(self) -> io::Result<TcpListener> {
+    fn into_listener(self, _backlog: u32) -> io::Result<TcpListener> {
         TcpListener::from_std(self)
     }
 }
 
 impl IntoListener for SocketAddr {
-    fn into_listener(self) -> io::Result<TcpListener> {
-        TcpListener::bind(self)
+    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
+        TcpListener::bind_with_backlog(self, backlog)
     }
 }
 
 impl IntoListener for &str {
-    fn into_listener(self) -> io::Result<TcpListener> {
-        TcpListener::bind(self)
+    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
+        TcpListener::bind_with_backlog(self, backlog)
     }
 }
 
 impl IntoListener for String {
-    fn into_listener(self) -> io::Result<TcpListener> {
-        TcpListener::bind(self.as_str())
+    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
+        TcpListener::bind_with_backlog(self.as_str(), backlog)
     }
 }
 
@@ -88,6 +89,7 @@ pub struct ServerBuilder {
     write_timeout: Option<Duration>,
     max_connections: usize,
     max_line: Option<usize>,
+    backlog: u32,
     on_error: Option<ErrorHook>,
 }
 
@@ -117,6 +119,7 @@ impl ServerBuilder {
             write_timeout: None,
             max_connections: usize::MAX,
             max_line: None,
+            backlog: crate::listener::DEFAULT_BACKLOG,
             on_error: None,
         }
     }
@@ -148,6 +151,14 @@ impl ServerBuilder {
     pub fn max_connections(mut self, n: usize) -> ServerBuilder {
         assert!(n > 0, "copas: max_connections must be at least 1");
         self.max_connections = n;
+        self
+    }
+
+    /// The listen backlog used when [`serve`](ServerBuilder::serve) binds an address
+    /// (default [`DEFAULT_BACKLOG`](crate::DEFAULT_BACKLOG)); a listener passed in keeps its
+    /// own.
+    pub fn backlog(mut self, n: u32) -> ServerBuilder {
+        self.backlog = n;
         self
     }
 
@@ -189,7 +200,7 @@ impl ServerBuilder {
                 ));
             }
         }
-        let listener = listener.into_listener()?;
+        let listener = listener.into_listener(self.backlog)?;
         let local_addr = listener.local_addr()?;
         let inner = Rc::new(ServerInner {
             name: self.name.clone(),

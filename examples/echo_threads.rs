@@ -15,8 +15,9 @@ use std::net::{TcpListener, TcpStream};
 const MAX_LINE: u64 = 64 * 1024;
 
 fn handle(stream: TcpStream) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(16 * 1024, stream.try_clone()?);
-    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    // Both halves borrow the one socket: no dup'd descriptor, so a connection costs one.
+    let mut reader = BufReader::with_capacity(16 * 1024, &stream);
+    let mut writer = BufWriter::with_capacity(64 * 1024, &stream);
     let mut line = Vec::with_capacity(128);
     loop {
         line.clear();
@@ -58,7 +59,11 @@ fn main() -> io::Result<()> {
                     let _ = handle(s);
                 });
             }
-            Err(e) => eprintln!("echo_threads: accept: {e}"),
+            Err(e) => {
+                // Out of descriptors, typically: report and back off instead of spinning.
+                eprintln!("echo_threads: accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
     Ok(())

@@ -177,7 +177,11 @@ fn main() -> io::Result<()> {
                     let _ = handle(s);
                 });
             }
-            Err(e) => eprintln!("http_threads: accept: {e}"),
+            Err(e) => {
+                // Out of descriptors, typically: report and back off instead of spinning.
+                eprintln!("http_threads: accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
     Ok(())

@@ -92,8 +92,9 @@ pub(crate) struct LoadCell {
     pub(crate) load_cpu: Duration,
     /// Server at the end of the window.
     pub(crate) server_end: ProcSample,
-    /// Share of all cores busy during the window (any process, kernel included), percent.
-    pub(crate) machine_busy_pct: f64,
+    /// CPU used during the window by everything but the server and the load generator
+    /// (other processes, kernel work charged to no process), in percent of one core.
+    pub(crate) other_cpu_pct: f64,
 }
 
 impl LoadCell {
@@ -108,11 +109,20 @@ impl LoadCell {
 
     /// Server CPU use in percent of one core.
     pub(crate) fn server_cpu_pct(&self) -> f64 {
-        self.server_cpu.as_secs_f64() * 100.0 / self.load.seconds.max(1e-9)
+        self.server_cpu_pct_of(Duration::from_secs_f64(self.load.seconds.max(1e-9)))
     }
 
+    /// Load generator CPU use in percent of one core.
     pub(crate) fn load_cpu_pct(&self) -> f64 {
-        self.load_cpu.as_secs_f64() * 100.0 / self.load.seconds.max(1e-9)
+        self.load_cpu_pct_of(Duration::from_secs_f64(self.load.seconds.max(1e-9)))
+    }
+
+    fn server_cpu_pct_of(&self, window: Duration) -> f64 {
+        self.server_cpu.as_secs_f64() * 100.0 / window.as_secs_f64().max(1e-9)
+    }
+
+    fn load_cpu_pct_of(&self, window: Duration) -> f64 {
+        self.load_cpu.as_secs_f64() * 100.0 / window.as_secs_f64().max(1e-9)
     }
 }
 
@@ -309,16 +319,21 @@ fn measure_load(
                 procfs::machine_ticks()?,
             ));
         } else if line == "end" {
-            let (s0, l0, m0) =
-                start.ok_or_else(|| io::Error::other("'end' before 'measure'"))?;
+            let (s0, l0, m0) = start.ok_or_else(|| io::Error::other("'end' before 'measure'"))?;
             let s1 = procfs::sample(server.pid())?;
             let l1 = procfs::sample(load.pid())?;
             let m1 = procfs::machine_ticks()?;
-            let total = m1.1.saturating_sub(m0.1).max(1);
-            cell.machine_busy_pct = m1.0.saturating_sub(m0.0) as f64 * 100.0 / total as f64;
+            let busy = m1.0.saturating_sub(m0.0) as f64;
+            let total = m1.1.saturating_sub(m0.1).max(1) as f64;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            cell.other_cpu_pct = busy / total * 100.0 * cores;
             cell.server_cpu = s1.cpu.saturating_sub(s0.cpu);
             cell.load_cpu = l1.cpu.saturating_sub(l0.cpu);
             cell.server_end = s1;
+            cell.other_cpu_pct = (cell.other_cpu_pct
+                - cell.server_cpu_pct_of(opts.duration)
+                - cell.load_cpu_pct_of(opts.duration))
+            .max(0.0);
         } else if let Some(r) = LoadResult::parse(&line) {
             result = Some(r);
         }
@@ -414,6 +429,8 @@ fn command_line(program: &str, args: &[&str]) -> Option<String> {
 #[derive(Debug)]
 pub(crate) struct RunInfo {
     pub(crate) machine: Machine,
+    /// CPU busy before the run, in percent of one core (other processes).
+    pub(crate) background_pct: f64,
     pub(crate) rustc: String,
     pub(crate) revision: String,
     pub(crate) date: String,
@@ -433,6 +450,15 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
         "machine: {} cores, {}, Linux {}",
         machine.cores, machine.cpu_model, machine.kernel
     );
+    let background_pct = background_load()?;
+    eprintln!(
+        "before the run, {background_pct:.0}% of one core was busy with other work{}",
+        if background_pct > 10.0 {
+            " — other processes are running: expect noisy results"
+        } else {
+            ""
+        }
+    );
     if opts.pin && machine.cores < 2 {
         return Err(io::Error::other("--pin needs at least 2 cores"));
     }
@@ -444,7 +470,7 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
                 let kind = opts.servers[(i + pass) % n];
                 let cell = measure_load(&paths, opts, kind, conns)?;
                 eprintln!(
-                    "pass {}/{} {:>5} conns {:>8}: {:>9.0} rt/s  p50 {:>7.1} µs  p99 {:>7.1} µs  server {:>5.2} µs/rt ({:>3.0}% CPU)  load {:>3.0}% CPU  machine {:>3.0}% busy{}",
+                    "pass {}/{} {:>5} conns {:>8}: {:>9.0} rt/s  p50 {:>7.1} µs  p99 {:>7.1} µs  server {:>5.2} µs/rt ({:>3.0}% CPU)  load {:>3.0}% CPU  other {:>3.0}% CPU{}",
                     pass + 1,
                     opts.passes,
                     conns,
@@ -455,7 +481,7 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
                     cell.cpu_us_per_rt(),
                     cell.server_cpu_pct(),
                     cell.load_cpu_pct(),
-                    cell.machine_busy_pct,
+                    cell.other_cpu_pct,
                     if cell.load.errors > 0 {
                         format!("  {} errors", cell.load.errors)
                     } else {
@@ -487,6 +513,7 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
     }
     let info = RunInfo {
         machine,
+        background_pct,
         rustc: command_line("rustc", &["-V"]).unwrap_or_else(|| "unknown".to_owned()),
         revision: revision(&paths.root),
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -510,6 +537,15 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// How busy the machine is without us: one second of `/proc/stat`, in percent of one core.
+fn background_load() -> io::Result<f64> {
+    let (b0, t0) = procfs::machine_ticks()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (b1, t1) = procfs::machine_ticks()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    Ok(b1.saturating_sub(b0) as f64 / t1.saturating_sub(t0).max(1) as f64 * 100.0 * cores)
 }
 
 fn revision(root: &Path) -> String {

@@ -126,6 +126,7 @@ pub(crate) fn run(cfg: &LoadConfig) -> io::Result<()> {
     let mut lat: Vec<u32> = Vec::new();
     let mut errors = 0;
     let mut round_trips = 0;
+    let mut open = Vec::new();
     for h in handles {
         let t = h
             .join()
@@ -133,7 +134,12 @@ pub(crate) fn run(cfg: &LoadConfig) -> io::Result<()> {
         round_trips += t.round_trips;
         errors += t.errors;
         lat.extend_from_slice(&t.latencies);
+        open.push(t.clients);
     }
+    // Keep the connections open a little longer: the driver samples the server's memory
+    // and threads when it reads `end`, and they must still be there.
+    std::thread::sleep(Duration::from_millis(200));
+    drop(open);
     lat.sort_unstable();
     let pct = |p: f64| -> u64 {
         if lat.is_empty() {
@@ -166,6 +172,8 @@ struct ThreadResult {
     round_trips: u64,
     errors: u64,
     latencies: Vec<u32>,
+    /// The connections, still open: the driver samples the server after `end`.
+    clients: Vec<Client>,
 }
 
 struct Client {
@@ -206,6 +214,7 @@ fn drive(
         round_trips: 0,
         errors: 0,
         latencies: Vec::with_capacity(1 << 16),
+        clients: Vec::new(),
     };
     for (i, stream) in conns.into_iter().enumerate() {
         ep.add(stream.as_fd(), IN, i as u64)?;
@@ -291,6 +300,7 @@ fn drive(
             }
         }
     }
+    out.clients = clients;
     Ok(out)
 }
 
@@ -324,4 +334,35 @@ fn hold_idle(cfg: &LoadConfig) -> io::Result<()> {
     }
     drop(conns);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_round_trips() {
+        let r = LoadResult {
+            round_trips: 12345,
+            seconds: 3.0,
+            p50: 17_000,
+            p99: 45_000,
+            p999: 2_000_000,
+            max: 9_000_000,
+            errors: 2,
+        };
+        let back = LoadResult::parse(&r.to_line()).unwrap();
+        assert_eq!(back.round_trips, 12345);
+        assert_eq!(back.p50, 17_000);
+        assert_eq!(back.p999, 2_000_000);
+        assert_eq!(back.errors, 2);
+        assert!((back.seconds - 3.0).abs() < 1e-9);
+        assert!(LoadResult::parse("measure").is_none());
+    }
+
+    #[test]
+    fn message_ends_in_newline() {
+        assert_eq!(message(4), b"xxx\n");
+        assert_eq!(message(0), b"\n");
+    }
 }

@@ -35,7 +35,7 @@ USAGE:
     copas-bench load --addr A [OPTIONS]   the load generator (used by the driver)
 
 OPTIONS (comparison):
-    --quick                 one short pass (about 30 s)
+    --quick                 one short pass (about 35 s)
     --connections LIST      comma-separated connection counts [default: 1,50,1000]
     --size BYTES            message size, including the \\n [default: 64]
     --idle N                idle connections for the memory test, 0 to skip [default: 10000]

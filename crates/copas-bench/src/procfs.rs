@@ -102,3 +102,17 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss > 0);
+        assert!(s.threads >= 1);
+        let (busy, total) = machine_ticks().unwrap();
+        assert!(total >= busy);
+    }
+}

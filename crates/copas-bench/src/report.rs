@@ -24,7 +24,7 @@ struct LoadRow {
     rps: f64,
     rps_min: f64,
     rps_max: f64,
-    machine_busy_pct: f64,
+    other_cpu_pct: f64,
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
@@ -51,7 +51,7 @@ fn load_row(m: &Measurements, conns: usize, kind: ServerKind) -> Option<LoadRow>
         rps: med(&LoadCell::rps),
         rps_min: cells.iter().map(|c| c.rps()).fold(f64::INFINITY, f64::min),
         rps_max: cells.iter().map(|c| c.rps()).fold(0.0, f64::max),
-        machine_busy_pct: med(&|c| c.machine_busy_pct),
+        other_cpu_pct: med(&|c| c.other_cpu_pct),
         p50_us: med(&|c| c.load.p50 as f64 / 1e3),
         p99_us: med(&|c| c.load.p99 as f64 / 1e3),
         p999_us: med(&|c| c.load.p999 as f64 / 1e3),
@@ -127,8 +127,18 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
     );
     let _ = writeln!(
         s,
-        "- Machine: {} cores (nproc), {}, Linux {}; {}.",
-        info.machine.cores, info.machine.cpu_model, info.machine.kernel, info.rustc
+        "- Machine: {} cores (nproc), {}, Linux {}; {}. Before the run, {:.0}% of one \
+         core was busy with other work{}.",
+        info.machine.cores,
+        info.machine.cpu_model,
+        info.machine.kernel,
+        info.rustc,
+        info.background_pct,
+        if info.background_pct > 10.0 {
+            " (a shared machine: expect noise)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         s,
@@ -162,8 +172,9 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
         s,
         "- Server CPU is utime + stime from `/proc/PID/stat` over the measured window \
          (10 ms ticks); RSS is `VmRSS` and threads `Threads` from `/proc/PID/status` at \
-         the window's end; \"machine busy\" is the share of all cores not idle \
-         (`/proc/stat`, softirq included). Round trips/s is the median with the range \
+         the window's end. CPU columns are percent of one core; \"other CPU\" is what \
+         `/proc/stat` shows busy beyond the server and the load generator (other \
+         processes, and kernel work charged to no process). Round trips/s is the median with the range \
          over passes; \"vs {}\" columns divide by {}'s median in the same run.\n",
         b.name(),
         b.name()
@@ -183,10 +194,13 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
         );
         let _ = writeln!(
             s,
-            "| server | round trips/s | (min–max) | vs {b} | p50 µs | p99 µs | p99.9 µs | server CPU µs/rt | vs {b} | server CPU | load gen CPU | machine busy | server RSS MiB | threads |",
+            "| server | round trips/s | (min–max) | vs {b} | p50 µs | p99 µs | p99.9 µs | server CPU µs/rt | vs {b} | server CPU | load gen CPU | other CPU | server RSS MiB | threads |",
             b = b.name()
         );
-        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(
+            s,
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
         let base_row = load_row(m, conns, b);
         for &k in &opts.servers {
             let Some(r) = load_row(m, conns, k) else {
@@ -212,7 +226,7 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
                 base_row.map_or("–".to_owned(), |br| ratio(r.cpu_us, br.cpu_us)),
                 r.server_cpu_pct,
                 r.load_cpu_pct,
-                r.machine_busy_pct,
+                r.other_cpu_pct,
                 r.rss_mib,
                 r.threads
             );
@@ -267,7 +281,7 @@ fn color(opts: &Options, k: ServerKind) -> &'static str {
 
 /// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
 fn nice_max(x: f64) -> f64 {
-    if !(x > 0.0) || !x.is_finite() {
+    if x.is_nan() || x <= 0.0 || !x.is_finite() {
         return 1.0;
     }
     let p = 10f64.powf(x.log10().floor());
@@ -286,8 +300,10 @@ fn short(x: f64) -> String {
         format!("{:.0}k", x / 1e3)
     } else if x >= 1e3 {
         format!("{:.1}k", x / 1e3)
-    } else if x >= 10.0 {
+    } else if x >= 100.0 || (x >= 10.0 && x.fract() == 0.0) {
         format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
     } else {
         format!("{x:.2}")
     }
@@ -447,4 +463,24 @@ pub(crate) fn svg(opts: &Options, m: &Measurements) -> String {
     );
     let _ = writeln!(s, "</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn axis_maximum_is_one_two_or_five() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(3.2), 5.0);
+        assert_eq!(nice_max(120_000.0), 200_000.0);
+        assert_eq!(nice_max(10.0), 10.0);
+    }
 }

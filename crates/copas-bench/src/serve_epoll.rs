@@ -162,3 +162,39 @@ fn flush(ep: &Epoll, conn: &mut Conn, idx: usize) -> bool {
     }
     blocked || !conn.closing
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::Duration;
+
+    #[test]
+    fn echoes_lines_and_closes_on_quit() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        std::thread::spawn(move || super::serve(&addr.to_string()));
+        let mut s = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"one\r\ntw").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(b"o\nthree\n").unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            got.push(line);
+        }
+        assert_eq!(got, ["one\n", "two\n", "three\n"]);
+        s.write_all(b"quit\n").unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(r.read_to_end(&mut rest).unwrap(), 0);
+    }
+}

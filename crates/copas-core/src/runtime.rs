@@ -67,7 +67,6 @@ struct Slot {
     exit_waiter: bool,
     /// The deadline of the innermost `with_timeout` scope.
     scope_deadline: Option<Instant>,
-    budget: u32,
 }
 
 /// What `Builder::spawn` hands to the runtime.
@@ -193,6 +192,9 @@ impl Drop for Holder {
 thread_local! {
     static RUNTIME: Holder = const { Holder(RefCell::new(None)) };
     static CURRENT_TASK: Cell<Option<TaskId>> = const { Cell::new(None) };
+    /// Operations the running task may still complete before `cooperate` yields; reset
+    /// each time a task is resumed (so: each time it suspended).
+    static BUDGET_LEFT: Cell<u32> = const { Cell::new(BUDGET) };
 }
 
 /// The id of the task running on this thread, if any.
@@ -490,7 +492,6 @@ impl Shared {
             token: false,
             exit_waiter: false,
             scope_deadline: None,
-            budget: BUDGET,
         });
         drop(tasks);
         self.run_queue.borrow_mut().push_back(id);
@@ -747,6 +748,7 @@ impl Shared {
             (coro, input)
         };
         let prev = CURRENT_TASK.with(|c| c.replace(Some(id)));
+        BUDGET_LEFT.with(|b| b.set(BUDGET));
         let result = coro.resume(input);
         overflow::leave();
         context::leave();
@@ -899,7 +901,6 @@ fn suspend_inner(rt: &Runtime, deadline: Option<Instant>, requeue: bool) -> io::
             return Err(io::ErrorKind::TimedOut.into());
         }
         slot.timed_out = false;
-        slot.budget = BUDGET;
         deadline
     };
     if requeue {
@@ -1018,24 +1019,23 @@ fn suspend_main(shared: &Shared, deadline: Option<Instant>) -> io::Result<()> {
 /// The operation itself has succeeded, so this never fails: a cancellation or an expired
 /// [`with_timeout`] scope shows at the task's next real wait.
 pub fn cooperate() {
+    // The fast path is one thread-local decrement: this runs on every socket operation.
+    let spent = BUDGET_LEFT.with(|b| {
+        let left = b.get().saturating_sub(1);
+        b.set(left);
+        left == 0
+    });
+    if !spent {
+        return;
+    }
+    BUDGET_LEFT.with(|b| b.set(BUDGET));
     let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
         return;
     };
     let Some(rt) = Runtime::try_current() else {
         return;
     };
-    let spent = {
-        let mut tasks = rt.shared.tasks.borrow_mut();
-        let slot = &mut tasks[id.index];
-        slot.budget = slot.budget.saturating_sub(1);
-        if slot.budget == 0 {
-            slot.budget = BUDGET;
-            true
-        } else {
-            false
-        }
-    };
-    if spent && !std::thread::panicking() {
+    if !std::thread::panicking() {
         rt.shared.wake(id);
         if context::suspend() == Resume::Unwind {
             panic::resume_unwind(Box::new(Unwinding));

@@ -41,7 +41,7 @@ impl ReadBuffer {
     /// (without `\r\n`) exceeds `max` bytes, also before its `\n` has arrived.
     pub(crate) fn take_line(&mut self, max: usize) -> Line {
         let start = self.scanned;
-        match self.buf[start..].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &self.buf[start..]) {
             Some(pos) => {
                 let nl = start + pos;
                 let content = if nl > 0 && self.buf[nl - 1] == b'\r' {
@@ -53,7 +53,13 @@ impl ReadBuffer {
                     self.scanned = nl;
                     return Line::TooLong;
                 }
-                let mut line = self.buf.split_to(nl + 1);
+                // The whole buffer is one line (the usual case): hand over the allocation
+                // itself, which avoids making it shared.
+                let mut line = if nl + 1 == self.buf.len() {
+                    std::mem::take(&mut self.buf)
+                } else {
+                    self.buf.split_to(nl + 1)
+                };
                 line.truncate(content);
                 self.scanned = 0;
                 Line::Complete(line.freeze())

@@ -75,6 +75,9 @@ pub struct Reactor {
     events: RefCell<Events>,
     runtime: Runtime,
     polls: Cell<u64>,
+    /// Where small reads land before they are copied into a stream's buffer, so an idle
+    /// stream holds no buffer and a busy one allocates only what it received.
+    scratch: RefCell<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -151,6 +154,7 @@ impl Reactor {
             events: RefCell::new(Events::new()),
             runtime: rt.clone(),
             polls: Cell::new(0),
+            scratch: RefCell::new(Vec::new()),
         });
         rt.set_driver(reactor.clone())?;
         Ok(reactor)
@@ -245,6 +249,15 @@ impl Reactor {
         for id in ids.into_iter().flatten() {
             hooks::wake(&self.runtime, id);
         }
+    }
+
+    /// Runs `f` on the thread's scratch buffer of `len` bytes.
+    pub(crate) fn with_scratch<R>(&self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        let mut scratch = self.scratch.borrow_mut();
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        f(&mut scratch[..len])
     }
 
     /// Number of registered sockets and listeners.

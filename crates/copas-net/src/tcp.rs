@@ -39,6 +39,9 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(30);
 /// How much one read asks the kernel for.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Spare room in a stream's buffer from which reads go straight into it.
+const DIRECT_READ: usize = 4 * 1024;
+
 pub(crate) struct StreamShared {
     source: Source<std::net::TcpStream>,
     wbuf: RefCell<BytesMut>,
@@ -654,13 +657,13 @@ impl ReadHalf {
             if std::mem::take(&mut self.drained) && self.shared.source.may_skip_read() {
                 self.wait_readable(deadline)?;
             }
-            match recv_into(self.shared.io(), &mut self.rbuf.buf, READ_CHUNK) {
-                Ok(0) => {
+            match self.recv_once() {
+                Ok((0, _)) => {
                     self.eof = true;
                     return Ok(0);
                 }
-                Ok(n) => {
-                    self.drained = n < READ_CHUNK;
+                Ok((n, asked)) => {
+                    self.drained = n < asked;
                     cooperate();
                     return Ok(n);
                 }
@@ -671,6 +674,27 @@ impl ReadHalf {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One read: straight into the buffer when it has room, else into the reactor's
+    /// scratch buffer and copied, so the buffer only ever holds what was received. Returns
+    /// the bytes read and the bytes asked for.
+    fn recv_once(&mut self) -> io::Result<(usize, usize)> {
+        let buf = &mut self.rbuf.buf;
+        let spare = buf.capacity() - buf.len();
+        if spare >= DIRECT_READ {
+            let asked = spare.min(READ_CHUNK);
+            return recv_into(self.shared.io(), buf, asked).map(|n| (n, asked));
+        }
+        let io = self.shared.io();
+        self.shared
+            .source
+            .reactor()
+            .with_scratch(READ_CHUNK, |scratch| {
+                let n = (&*io).read(scratch)?;
+                buf.extend_from_slice(&scratch[..n]);
+                Ok((n, scratch.len()))
+            })
     }
 
     fn wait_readable(&mut self, deadline: Option<Instant>) -> io::Result<()> {

@@ -31,6 +31,9 @@ use crate::time::{TimerAction, TimerKey, TimerQueue};
 
 type Coro = Coroutine<Resume, (), (), TaskStack>;
 
+/// While tasks are runnable, the driver is polled at least once every this many steps.
+const POLL_EVERY: u32 = 16;
+
 /// How many operations a task may complete without suspending before
 /// [`cooperate`](crate::cooperate) makes it yield.
 const BUDGET: u32 = 128;
@@ -150,6 +153,8 @@ pub(crate) struct Shared {
     sleeping: Cell<usize>,
     /// `with_timeout` scope of code running outside any task.
     main_scope_deadline: Cell<Option<Instant>>,
+    /// Steps in a row that skipped polling the driver because tasks were runnable.
+    busy_steps: Cell<u32>,
     /// When a graceful shutdown cancels what is left (see [`shutdown`]). It bounds the
     /// loop's waits but does not keep the loop alive.
     shutdown_deadline: Cell<Option<Instant>>,
@@ -409,6 +414,7 @@ impl Shared {
             steps: Cell::new(0),
             sleeping: Cell::new(0),
             main_scope_deadline: Cell::new(None),
+            busy_steps: Cell::new(0),
             shutdown_deadline: Cell::new(None),
         }
     }
@@ -639,7 +645,8 @@ impl Shared {
         busy |= self.fire_timers();
 
         let driver = self.driver.borrow().clone();
-        let wait = if !self.run_queue.borrow().is_empty() || self.main_woken.get() {
+        let runnable = !self.run_queue.borrow().is_empty() || self.main_woken.get();
+        let wait = if runnable {
             Some(Duration::ZERO)
         } else {
             let next_timer = self
@@ -653,8 +660,15 @@ impl Shared {
                 .map(|d| d.saturating_duration_since(Instant::now()));
             earliest_duration(earliest_duration(next_timer, timeout), shutdown)
         };
-        // With no timeout and nothing that could ever end the wait, do not wait at all.
-        if wait.is_some() || self.alive() {
+        // While tasks are runnable, the driver is polled (a system call) only every few
+        // steps, so tasks that yield to each other switch at memory speed yet I/O is
+        // still looked at often.
+        let skip_poll = runnable && self.busy_steps.get() < POLL_EVERY;
+        if skip_poll {
+            self.busy_steps.set(self.busy_steps.get() + 1);
+        } else if wait.is_some() || self.alive() {
+            // (With no timeout and nothing that could ever end the wait: no wait at all.)
+            self.busy_steps.set(0);
             driver.before_park();
             let mut woke = 0usize;
             driver.park(wait, &mut |id| {
@@ -691,6 +705,9 @@ impl Shared {
     }
 
     fn fire_timers(&self) -> bool {
+        if self.timers.borrow().is_empty() {
+            return false;
+        }
         let now = Instant::now();
         let mut any = false;
         loop {

@@ -182,3 +182,120 @@ fn blocking_call_in_a_destructor_at_thread_exit_aborted() {
         },
     );
 }
+
+/// `exit()` woke the UDP server's task, but its receive retried the wait: `run` never
+/// returned.
+#[test]
+fn udp_server_ignored_exit() {
+    guard(|| {
+        let server = copas::add_udp_server("127.0.0.1:0", |_s, _d, _f| Ok(())).unwrap();
+        Timer::after(Duration::from_millis(5), |_| copas::exit());
+        copas::run().unwrap();
+        assert!(server.is_stopped());
+    });
+}
+
+/// A server at its connection limit waited in `park`, which swallowed `exit()`'s wake-up:
+/// its listener stayed open until a handler ended.
+#[test]
+fn server_at_its_connection_limit_ignored_exit() {
+    guard(|| {
+        let server = copas::ServerBuilder::new()
+            .max_connections(1)
+            .serve("127.0.0.1:0", |mut c| {
+                c.receive_line()?; // until the client says something
+                c.send(b"bye\n")
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let s2 = server.clone();
+        let client = copas::spawn(move || -> std::io::Result<bool> {
+            let mut c = copas::TcpStream::connect(addr)?;
+            while s2.connections() < 1 {
+                copas::sleep(Duration::from_millis(1))?;
+            }
+            copas::exit();
+            // The listener closes although the one handler is still running.
+            while !s2.is_stopped() {
+                copas::sleep(Duration::from_millis(1))?;
+            }
+            let refused = copas::TcpStream::connect(addr).is_err();
+            c.send(b"done\n")?;
+            c.receive_line()?;
+            Ok(refused)
+        });
+        copas::run().unwrap();
+        assert!(
+            client.join().unwrap().unwrap(),
+            "listener still open after exit"
+        );
+    });
+}
+
+/// `shutdown(grace)` cancelled the tasks delivering dropped streams' output when the grace
+/// period ended, losing bytes a client was still reading.
+#[test]
+fn graceful_shutdown_cancelled_lingering_output() {
+    guard(|| {
+        const TOTAL: usize = 4 << 20;
+        let accepted = Rc::new(Cell::new(0usize));
+        let acc = accepted.clone();
+        let server = copas::add_server("127.0.0.1:0", move |mut c| {
+            c.receive_line()?;
+            let chunk = vec![b'z'; 64 * 1024];
+            c.set_write_timeout(Some(Duration::from_millis(10)))?;
+            for _ in 0..TOTAL / chunk.len() {
+                c.send(&chunk)?;
+                acc.set(acc.get() + chunk.len());
+                if let Err(e) = c.flush() {
+                    // The peer stopped reading and the socket is full: drop the stream
+                    // with output buffered, so a linger task is delivering it when the
+                    // grace period ends.
+                    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+                    break;
+                }
+            }
+            assert!(c.pending_output() > 0);
+            c.set_write_timeout(None)?;
+            Ok(())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let reader = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
+            s.write_all(b"go\n").unwrap();
+            std::thread::sleep(Duration::from_millis(200)); // past the grace period
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all.len()
+        });
+        copas::spawn(move || {
+            while server.accepted() < 1 {
+                copas::sleep(Duration::from_millis(1)).unwrap();
+            }
+            copas::sleep(Duration::from_millis(20)).unwrap();
+            copas::shutdown(Duration::from_millis(50));
+        });
+        copas::run().unwrap();
+        let got = reader.join().unwrap();
+        assert!(accepted.get() > 0);
+        assert_eq!(got, accepted.get(), "every accepted byte arrives");
+    });
+}
+
+/// After `cancel_all` dropped a `Timer`'s pending firing, the timer still said it was
+/// armed.
+#[test]
+fn timer_claimed_armed_after_cancel_all() {
+    guard(|| {
+        let t = Timer::after(Duration::from_secs(3600), |_| {});
+        assert!(t.is_armed());
+        copas::cancel_all();
+        assert!(!t.is_armed());
+        assert_eq!(t.deadline(), None);
+        assert!(!t.cancel());
+        copas::run().unwrap();
+    });
+}

@@ -68,6 +68,9 @@ struct Slot {
     token: bool,
     /// Waiting in `wait_for_exit`.
     exit_waiter: bool,
+    /// Delivers a dropped stream's output within its own deadline: a graceful shutdown
+    /// does not cancel it.
+    lingering: bool,
     /// The deadline of the innermost `with_timeout` scope.
     scope_deadline: Option<Instant>,
 }
@@ -78,6 +81,7 @@ pub(crate) struct TaskSpec {
     pub(crate) stack_size: usize,
     pub(crate) error_handler: Option<ErrorHandler>,
     pub(crate) peer: Option<std::net::SocketAddr>,
+    pub(crate) lingering: bool,
 }
 
 /// Wake-ups from other threads.
@@ -431,6 +435,10 @@ impl Shared {
         self.timers.borrow_mut().remove(key)
     }
 
+    pub(crate) fn has_timer(&self, key: TimerKey) -> bool {
+        self.timers.borrow().contains(key)
+    }
+
     pub(crate) fn task_handle(&self, id: TaskId, name: Option<Arc<str>>) -> Task {
         Task {
             id,
@@ -480,6 +488,7 @@ impl Shared {
         };
         let name = spec.name.clone();
         let stack_size = spec.stack_size;
+        let lingering = spec.lingering;
         let coro = Coro::with_stack(stack, move |y, first: Resume| {
             context::enter(y);
             task_main(id, spec, state, f, first);
@@ -497,6 +506,7 @@ impl Shared {
             parked: false,
             token: false,
             exit_waiter: false,
+            lingering,
             scope_deadline: None,
         });
         drop(tasks);
@@ -563,13 +573,16 @@ impl Shared {
     }
 
     /// Cancels every task and drops every `Timer` callback (Copas `cancelall`).
-    pub(crate) fn cancel_all(&self) {
+    /// With `spare_lingering`, tasks delivering dropped streams' output are left to finish
+    /// (they end by their own deadline).
+    pub(crate) fn cancel_all(&self, spare_lingering: bool) {
         let callbacks = self.timers.borrow_mut().remove_callbacks();
         drop(callbacks);
         let ids: Vec<TaskId> = self
             .tasks
             .borrow_mut()
             .iter_mut()
+            .filter(|(_, slot)| !(spare_lingering && slot.lingering))
             .map(|(index, slot)| {
                 slot.cancelled = true;
                 TaskId {
@@ -685,7 +698,7 @@ impl Shared {
             .is_some_and(|d| Instant::now() >= d)
         {
             self.shutdown_deadline.set(None);
-            self.cancel_all();
+            self.cancel_all(true);
             busy = true;
         }
         busy |= self.run_pass();
@@ -1212,7 +1225,7 @@ pub fn shutdown(grace: Duration) {
     let deadline = Instant::now().checked_add(grace);
     rt.shared.shutdown_deadline.set(deadline);
     if grace.is_zero() {
-        rt.shared.cancel_all();
+        rt.shared.cancel_all(true);
     }
 }
 
@@ -1221,6 +1234,6 @@ pub fn shutdown(grace: Duration) {
 /// [`run`] works as usual.
 pub fn cancel_all() {
     let rt = Runtime::current();
-    rt.shared.cancel_all();
+    rt.shared.cancel_all(false);
     rt.shared.exit();
 }

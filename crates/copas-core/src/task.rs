@@ -368,6 +368,7 @@ pub struct Builder {
     stack_size: Option<usize>,
     error_handler: Option<ErrorHandler>,
     peer: Option<SocketAddr>,
+    lingering: bool,
 }
 
 impl fmt::Debug for Builder {
@@ -411,6 +412,15 @@ impl Builder {
         self
     }
 
+    /// Marks the task as one that only delivers a dropped stream's buffered output within
+    /// its own deadline: a graceful [`shutdown`](crate::shutdown) lets it finish instead of
+    /// cancelling it. For I/O drivers.
+    #[doc(hidden)]
+    pub fn lingering(mut self) -> Builder {
+        self.lingering = true;
+        self
+    }
+
     /// Spawns the task on the current thread's runtime. It first runs in the next loop step.
     ///
     /// # Errors
@@ -435,6 +445,7 @@ impl Builder {
             stack_size: size,
             error_handler: self.error_handler,
             peer: self.peer,
+            lingering: self.lingering,
         };
         let id = shared.spawn_task(spec, state.clone(), f)?;
         let task = shared.task_handle(id, self.name);

@@ -83,6 +83,10 @@ impl TimerQueue {
             .collect()
     }
 
+    pub(crate) fn contains(&self, key: TimerKey) -> bool {
+        self.entries.contains_key(&key)
+    }
+
     pub(crate) fn clear(&mut self) -> Vec<TimerAction> {
         std::mem::take(&mut self.entries).into_values().collect()
     }
@@ -250,19 +254,28 @@ impl Timer {
     }
 
     /// Stops the timer: a pending firing is dropped (also one whose callback task has
-    /// been spawned but has not started), a recurring timer stops recurring. A callback
-    /// that is already running finishes. Returns whether a firing was pending.
+    /// been spawned but has not started), so a recurring timer stops recurring until
+    /// [`arm`](Timer::arm) starts it again. A callback that is already running finishes.
+    /// Returns whether a firing was pending.
     pub fn cancel(&self) -> bool {
         let was = self.is_armed();
         self.drop_spawned();
         self.disarm();
-        self.inner.period.set(None);
         was
     }
 
-    /// Whether a firing is pending.
+    /// Whether a firing is pending ([`cancel_all`](crate::cancel_all) drops pending
+    /// firings too).
     pub fn is_armed(&self) -> bool {
-        self.inner.armed.get().is_some() || self.inner.starting.get() > 0
+        self.armed_key().is_some() || self.inner.starting.get() > 0
+    }
+
+    /// The key of the pending firing, if its entry is still in the timer queue.
+    fn armed_key(&self) -> Option<TimerKey> {
+        self.inner
+            .armed
+            .get()
+            .filter(|k| self.inner.runtime.shared().has_timer(*k))
     }
 
     /// Makes the callback tasks spawned by earlier firings that have not started yet skip
@@ -275,7 +288,7 @@ impl Timer {
 
     /// The next deadline, if armed.
     pub fn deadline(&self) -> Option<Instant> {
-        self.inner.armed.get().map(|k| k.deadline)
+        self.armed_key().map(|k| k.deadline)
     }
 
     fn fire(&self, deadline: Instant) {

@@ -170,7 +170,8 @@ impl ServerBuilder {
 
     /// Called with the server name, the peer and the error when a handler returns an
     /// error, or accepting fails. The default prints to stderr, except for the routine
-    /// ends of a connection (reset, broken pipe, aborted, unexpected EOF).
+    /// ends of a connection (reset, broken pipe, aborted, unexpected EOF) and
+    /// cancellation.
     pub fn on_error(
         mut self,
         f: impl Fn(&str, Option<SocketAddr>, &io::Error) + 'static,
@@ -360,8 +361,11 @@ impl Drop for LiveGuard {
         let inner = &self.0;
         inner.live.set(inner.live.get() - 1);
         if inner.accept_waiting_for_slot.get() {
-            if let Some(t) = inner.accept_task.borrow().as_ref() {
-                t.unpark();
+            if let (Some(t), Some(rt)) = (
+                inner.accept_task.borrow().as_ref(),
+                copas_core::Runtime::try_current(),
+            ) {
+                copas_core::hooks::wake(&rt, t.id());
             }
         }
     }
@@ -383,9 +387,10 @@ fn accept_loop(listener: &TcpListener, inner: &Rc<ServerInner>, config: &Rc<Conn
             break;
         }
         if inner.live.get() >= inner.max_connections {
+            // Woken when a connection ends or the loop exits; the loop re-checks both.
             inner.accept_waiting_for_slot.set(true);
             copas_core::wake_on_exit();
-            let r = copas_core::park();
+            let r = copas_core::hooks::suspend(None);
             inner.accept_waiting_for_slot.set(false);
             if r.is_err() {
                 break;

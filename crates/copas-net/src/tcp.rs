@@ -228,6 +228,7 @@ impl StreamShared {
         let linger = shared.write_timeout.get().unwrap_or(DEFAULT_LINGER);
         let spawned = copas_core::Builder::new()
             .name("copas-linger".to_owned())
+            .lingering()
             .spawn(move || {
                 let deadline = Instant::now().checked_add(linger);
                 if let Err(e) = shared.flush_blocking(deadline) {

@@ -251,7 +251,7 @@ impl UdpServer {
     }
 
     /// Whether the server stopped (by [`stop`](UdpServer::stop), the loop's exit, or a
-    /// handler error).
+    /// receive error other than an ICMP refusal).
     pub fn is_stopped(&self) -> bool {
         self.stopped.get() || self.task.is_finished()
     }
@@ -302,15 +302,27 @@ where
         .spawn(move || {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             while !stop.get() && !copas_core::is_exiting() {
-                copas_core::wake_on_exit();
-                match socket.recv_from(&mut buf) {
+                match socket.source.get_ref().recv_from(&mut buf) {
                     Ok((n, from)) => {
                         if let Err(e) = handler(&socket, &buf[..n], from) {
                             eprintln!("copas: udp server {local_addr}: datagram from {from}: {e}");
                         }
+                        cooperate();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // One wait, not a retrying loop: a wake-up by `exit` must reach
+                        // the check above.
+                        copas_core::wake_on_exit();
+                        if socket.source.wait(Direction::Read, None).is_err() {
+                            break;
+                        }
                     }
                     // ICMP errors for earlier replies surface here; they end nothing.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted
+                        ) => {}
                     Err(_) => break,
                 }
             }

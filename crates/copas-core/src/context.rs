@@ -1,7 +1,7 @@
 //! The thread-local link to the coroutine that is running right now.
 //!
-//! This is one of the two places in copas-core with `unsafe` (the other is none: stacks come
-//! from corosensei). The invariant: `YIELDER` is either null or points at the [`Yielder`] of
+//! `unsafe` in copas-core lives here, in `stack.rs` (stack memory) and in `overflow.rs`
+//! (the stack-overflow signal handler). The invariant: `YIELDER` is either null or points at the [`Yielder`] of
 //! the coroutine that is executing on this thread at this moment. A coroutine stores its own
 //! yielder when it starts and again every time it is resumed after a suspension; the
 //! scheduler clears the pointer each time `resume` returns. A `Yielder` lives on its

@@ -2,7 +2,8 @@
 //!
 //! copas-core knows nothing of sockets. When no task can run, the runtime asks its driver to
 //! block the thread until some I/O may be ready or a timeout passes, and the driver names the
-//! tasks to wake. copas-net's reactor implements [`Driver`] on `polling`; without one, the
+//! tasks to wake. copas-net's reactor implements [`Driver`] (on epoll on Linux, `polling`
+//! elsewhere); without one, the
 //! runtime sleeps until the next timer (see [`Runtime::set_driver`](crate::Runtime::set_driver)).
 
 use std::io;
@@ -28,8 +29,8 @@ pub trait Driver {
     /// `step`.
     fn park(&self, timeout: Option<Duration>, wake: &mut dyn FnMut(TaskId)) -> io::Result<usize>;
 
-    /// Called once per loop step after the runnable tasks ran and before `park`: the place to
-    /// flush output buffered during the step.
+    /// Called before each `park` and after each pass over the runnable tasks: the place to
+    /// flush output buffered by the tasks.
     fn before_park(&self) {}
 
     /// Whether anything registered with the driver can still wake a task (a task waiting

@@ -31,7 +31,7 @@ use crate::time::{TimerAction, TimerKey, TimerQueue};
 
 type Coro = Coroutine<Resume, (), (), TaskStack>;
 
-/// While tasks are runnable, the driver is polled at least once every this many steps.
+/// While tasks are runnable, at most this many steps in a row skip polling the driver.
 const POLL_EVERY: u32 = 16;
 
 /// How many operations a task may complete without suspending before

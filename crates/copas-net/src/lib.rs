@@ -1,4 +1,5 @@
-//! The copas readiness loop and its sockets: a [`Reactor`] on `polling` that plugs into
+//! The copas readiness loop and its sockets: a [`Reactor`] (epoll on Linux, `polling`
+//! elsewhere) that plugs into
 //! copas-core's scheduler, buffered [`TcpStream`]s whose calls suspend the task instead of
 //! blocking the thread, [`TcpListener`], and servers ([`add_server`]).
 //!

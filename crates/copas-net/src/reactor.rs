@@ -1,7 +1,9 @@
-//! The readiness loop: copas-core's [`Driver`] on a `polling::Poller`.
+//! The readiness loop: copas-core's [`Driver`] on epoll directly on Linux (see
+//! [`crate::epoll`] for why) and on a `polling::Poller` elsewhere; `polling`'s notifier
+//! wakes the loop from other threads on every platform.
 //!
-//! Every socket is registered once, edge-triggered where the platform supports it (oneshot
-//! otherwise, re-armed before each wait), under a key made of its slab index and a
+//! Every socket is registered once, edge-triggered where the platform supports it (with
+//! `polling`'s oneshot mode otherwise, re-armed when a task waits), under a key made of its slab index and a
 //! generation number; an event whose generation no longer matches its slot (the socket was
 //! closed and the slot reused) is ignored, so a late event cannot wake the wrong task.
 //!

@@ -1,6 +1,6 @@
 //! Registration of descriptors with the reactor: added when a [`Source`] is created,
 //! deleted before the descriptor closes. Also the one read into uninitialised buffer
-//! memory. This is the only module of copas-net with `unsafe`.
+//! memory. With `epoll.rs` (Linux), the only module of copas-net with `unsafe`.
 //!
 //! Invariant: a `Source` owns its I/O object, and its `Drop` deletes the descriptor from
 //! the poller before the object (and so the descriptor) is dropped, which is what

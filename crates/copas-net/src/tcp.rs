@@ -36,7 +36,8 @@ pub const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
 /// write timeout: 30 s.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(30);
 
-/// How much one read asks the kernel for.
+/// The most one read asks the kernel for (less when reading straight into a buffer with
+/// less room).
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Spare room in a stream's buffer from which reads go straight into it.

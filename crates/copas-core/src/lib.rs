@@ -86,6 +86,15 @@ pub mod hooks {
         crate::runtime::suspend(deadline)
     }
 
+    /// As [`suspend`], on the given runtime (the current thread's), which saves looking it
+    /// up.
+    ///
+    /// # Errors
+    /// As [`suspend`].
+    pub fn suspend_on(rt: &Runtime, deadline: Option<Instant>) -> io::Result<()> {
+        crate::runtime::suspend_on(rt, deadline)
+    }
+
     /// Makes the task `id` runnable (if it is suspended); stale ids are ignored.
     pub fn wake(rt: &Runtime, id: TaskId) {
         rt.shared().wake(id);

@@ -5,8 +5,8 @@
 //! or the default action).
 //!
 //! Invariants:
-//! - `GUARD` holds the guard-page range of the task running on this thread, or `(0, 0)`;
-//!   `NAME` points at that task's name, which lives (in its slot) while it runs.
+//! - `RUNNING` holds the guard-page range of the task running on this thread (or `(0, 0)`)
+//!   and points at that task's name, which lives (in its slot) while it runs.
 //! - The handler only reads thread-locals with constant initialisers (no lazy init, no
 //!   allocation), formats into a stack buffer and calls `write` and `abort`, all of which
 //!   are async-signal-safe.
@@ -18,11 +18,27 @@ use std::ptr;
 use std::sync::Once;
 use std::sync::OnceLock;
 
+/// What the handler needs to know about the running task (one thread-local, written
+/// once per resumption).
+#[derive(Clone, Copy)]
+struct Running {
+    guard: (usize, usize),
+    name: *const u8,
+    name_len: usize,
+    stack_size: usize,
+    serial: u64,
+}
+
+const NOBODY: Running = Running {
+    guard: (0, 0),
+    name: ptr::null(),
+    name_len: 0,
+    stack_size: 0,
+    serial: 0,
+};
+
 thread_local! {
-    static GUARD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
-    static NAME: Cell<(*const u8, usize)> = const { Cell::new((ptr::null(), 0)) };
-    static STACK_SIZE: Cell<usize> = const { Cell::new(0) };
-    static SERIAL: Cell<u64> = const { Cell::new(0) };
+    static RUNNING: Cell<Running> = const { Cell::new(NOBODY) };
     static ALTSTACK: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -113,16 +129,21 @@ fn install_handlers() {
 
 /// Records the task that is about to run on this thread.
 pub(crate) fn enter(guard: (usize, usize), name: Option<&str>, stack_size: usize, serial: u64) {
-    GUARD.with(|g| g.set(guard));
-    NAME.with(|n| n.set(name.map_or((ptr::null(), 0), |s| (s.as_ptr(), s.len()))));
-    STACK_SIZE.with(|s| s.set(stack_size));
-    SERIAL.with(|s| s.set(serial));
+    let (name, name_len) = name.map_or((ptr::null(), 0), |s| (s.as_ptr(), s.len()));
+    RUNNING.with(|r| {
+        r.set(Running {
+            guard,
+            name,
+            name_len,
+            stack_size,
+            serial,
+        })
+    });
 }
 
 /// Forgets the task once it has suspended or finished.
 pub(crate) fn leave() {
-    GUARD.with(|g| g.set((0, 0)));
-    NAME.with(|n| n.set((ptr::null(), 0)));
+    RUNNING.with(|r| r.set(NOBODY));
 }
 
 /// The guard page of a stack whose lowest address (guard included) is `limit`.
@@ -161,28 +182,29 @@ impl Msg {
 extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let (lo, hi) = GUARD.with(Cell::get);
+    let running = RUNNING.with(Cell::get);
+    let (lo, hi) = running.guard;
     if lo <= addr && addr < hi {
         let mut msg = Msg {
             buf: [0; 512],
             len: 0,
         };
         msg.push(b"\ncopas: task ");
-        let (name, len) = NAME.with(Cell::get);
+        let (name, len) = (running.name, running.name_len);
         if name.is_null() {
             msg.push(b"#");
-            msg.push_num(SERIAL.with(Cell::get));
+            msg.push_num(running.serial);
         } else {
             msg.push(b"'");
             // SAFETY: by the module invariant, `name` points at `len` bytes of the running
             // task's name, alive while the task runs (and it is running: it faulted).
             msg.push(unsafe { std::slice::from_raw_parts(name, len) });
             msg.push(b"' (#");
-            msg.push_num(SERIAL.with(Cell::get));
+            msg.push_num(running.serial);
             msg.push(b")");
         }
         msg.push(b" has overflowed its stack of ");
-        msg.push_num(STACK_SIZE.with(Cell::get) as u64);
+        msg.push_num(running.stack_size as u64);
         msg.push(b" bytes; raise it with copas::Builder::stack_size or Runtime::set_default_stack_size\nfatal runtime error: stack overflow, aborting\n");
         // SAFETY: write and abort are async-signal-safe; the buffer is valid for `len`.
         unsafe {

@@ -159,6 +159,8 @@ pub(crate) struct Shared {
     main_scope_deadline: Cell<Option<Instant>>,
     /// Steps in a row that skipped polling the driver because tasks were runnable.
     busy_steps: Cell<u32>,
+    /// The thread the runtime belongs to.
+    thread: std::thread::ThreadId,
     /// When a graceful shutdown cancels what is left (see [`shutdown`]). It bounds the
     /// loop's waits but does not keep the loop alive.
     shutdown_deadline: Cell<Option<Instant>>,
@@ -419,6 +421,7 @@ impl Shared {
             sleeping: Cell::new(0),
             main_scope_deadline: Cell::new(None),
             busy_steps: Cell::new(0),
+            thread: std::thread::current().id(),
             shutdown_deadline: Cell::new(None),
         }
     }
@@ -444,7 +447,7 @@ impl Shared {
             id,
             name,
             remote: self.remote.clone(),
-            thread: std::thread::current().id(),
+            thread: self.thread,
         }
     }
 

@@ -349,7 +349,7 @@ impl Reactor {
             self.poller
                 .modify_with_mode(fd, Event::new(key, r, w), PollMode::Oneshot)?;
         }
-        hooks::suspend(deadline)
+        hooks::suspend_on(&self.runtime, deadline)
     }
 
     /// Queues `f` to be flushed before the loop next waits.

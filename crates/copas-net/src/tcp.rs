@@ -40,6 +40,9 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(30);
 /// less room).
 const READ_CHUNK: usize = 16 * 1024;
 
+/// A write buffer at most this large is kept for reuse once it has been sent.
+const KEEP_WRITE_BUFFER: usize = 4 * 1024;
+
 /// Spare room in a stream's buffer from which reads go straight into it.
 const DIRECT_READ: usize = 4 * 1024;
 
@@ -58,6 +61,9 @@ pub(crate) struct StreamShared {
     write_closed: Cell<bool>,
     /// A name for reports (`set_name`).
     name: RefCell<Option<Rc<str>>>,
+    /// Whether the reactor holds this stream as waiting for writability (mirrors its
+    /// slot, so that the common case needs no reactor call).
+    flusher_set: Cell<bool>,
     this: Weak<StreamShared>,
 }
 
@@ -75,6 +81,7 @@ impl StreamShared {
             read_closed: Cell::new(false),
             write_closed: Cell::new(false),
             name: RefCell::new(None),
+            flusher_set: Cell::new(false),
             this: this.clone(),
         }))
     }
@@ -102,16 +109,20 @@ impl StreamShared {
         while !wbuf.is_empty() {
             match self.io().write(&wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let _ = wbuf.split_to(n);
+                // Advancing (not splitting) keeps the buffer unshared: no allocation.
+                Ok(n) if n < wbuf.len() => bytes::Buf::advance(&mut *wbuf, n),
+                Ok(_) => {
+                    // All sent: reuse a small buffer, drop a large one (an idle connection
+                    // should hold little).
+                    if wbuf.capacity() > KEEP_WRITE_BUFFER {
+                        *wbuf = BytesMut::new();
+                    } else {
+                        wbuf.clear();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-        }
-        // Keep no large allocation around on an idle connection.
-        if wbuf.capacity() > DEFAULT_WRITE_BUFFER {
-            *wbuf = BytesMut::new();
         }
         Ok(())
     }
@@ -131,8 +142,21 @@ impl StreamShared {
                 Err(e) => return Err(e),
             }
         }
-        self.source.reactor().set_flusher(self.source.key(), None);
+        self.set_flusher(false);
         Ok(())
+    }
+
+    /// Tells the reactor whether this stream's output waits for writability.
+    fn set_flusher(&self, waiting: bool) {
+        if self.flusher_set.replace(waiting) == waiting {
+            return;
+        }
+        let me: Option<Weak<dyn BackgroundFlush>> = if waiting {
+            Some(self.this.clone())
+        } else {
+            None
+        };
+        self.source.reactor().set_flusher(self.source.key(), me);
     }
 
     fn queue_flush(&self) {
@@ -251,24 +275,22 @@ fn shut_down(what: &str) -> io::Error {
 impl BackgroundFlush for StreamShared {
     fn flush_background(&self) -> bool {
         self.queued.set(false);
-        let reactor = self.source.reactor();
         if self.error.borrow().is_some() {
-            reactor.set_flusher(self.source.key(), None);
+            self.set_flusher(false);
             return false;
         }
         match self.write_buffered() {
             Ok(()) => {
-                reactor.set_flusher(self.source.key(), None);
+                self.set_flusher(false);
                 false
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let me: Weak<dyn BackgroundFlush> = self.this.clone();
-                reactor.set_flusher(self.source.key(), Some(me));
+                self.set_flusher(true);
                 true
             }
             Err(e) => {
                 *self.error.borrow_mut() = Some(e);
-                reactor.set_flusher(self.source.key(), None);
+                self.set_flusher(false);
                 false
             }
         }

@@ -20,6 +20,11 @@ use copas::sync::Queue;
 use copas::Bytes;
 
 /// How many lines may wait for a slow client before it is disconnected.
+#[path = "support/mod.rs"]
+mod support;
+
+use support::parse_addr;
+
 const MAX_BACKLOG: usize = 1000;
 
 type Clients = Rc<RefCell<HashMap<SocketAddr, Queue<Bytes>>>>;
@@ -74,19 +79,4 @@ fn main() -> io::Result<()> {
         })?;
     println!("chat server listening on {}", server.local_addr());
     copas::run()
-}
-
-/// `--addr HOST:PORT` from the command line, or the default.
-fn parse_addr(default: &str) -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = arg.strip_prefix("--addr=") {
-            return v.to_owned();
-        }
-    }
-    default.to_owned()
 }

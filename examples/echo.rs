@@ -11,6 +11,11 @@ use std::io;
 
 use copas::TcpStream;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::parse_addr;
+
 fn handle(mut conn: TcpStream) -> io::Result<()> {
     while let Some(line) = conn.receive_line()? {
         if &line[..] == b"quit" {
@@ -29,19 +34,4 @@ fn main() -> io::Result<()> {
         .serve(addr.as_str(), handle)?;
     println!("echo server listening on {}", server.local_addr());
     copas::run()
-}
-
-/// `--addr HOST:PORT` from the command line, or the default.
-fn parse_addr(default: &str) -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = arg.strip_prefix("--addr=") {
-            return v.to_owned();
-        }
-    }
-    default.to_owned()
 }

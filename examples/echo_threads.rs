@@ -12,6 +12,11 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 /// The longest line accepted, as copas's default.
+#[path = "support/mod.rs"]
+mod support;
+
+use support::parse_addr;
+
 const MAX_LINE: u64 = 64 * 1024;
 
 fn handle(stream: TcpStream) -> io::Result<()> {
@@ -67,19 +72,4 @@ fn main() -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `--addr HOST:PORT` from the command line, or the default.
-fn parse_addr(default: &str) -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = arg.strip_prefix("--addr=") {
-            return v.to_owned();
-        }
-    }
-    default.to_owned()
 }

@@ -18,76 +18,10 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
-use httparse::Status;
+#[path = "support/mod.rs"]
+mod support;
 
-/// The largest request head accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// The largest request body accepted (and discarded).
-const MAX_BODY: usize = 1024 * 1024;
-/// Header lines beyond this count get `431` too.
-const MAX_HEADERS: usize = 64;
-const BODY: &[u8] = b"Hello, World!";
-
-/// What the front of the input buffer holds.
-enum Parsed {
-    /// A complete head: its length, the body length, whether to keep the connection
-    /// open afterwards, and whether it is a `HEAD` request.
-    Request {
-        head_len: usize,
-        body_len: usize,
-        keep_alive: bool,
-        head_only: bool,
-    },
-    /// Not a complete head yet.
-    Partial,
-    /// Answer with this status and close.
-    Error(u16),
-}
-
-fn parse(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(Status::Complete(n)) if n > MAX_HEAD => return Parsed::Error(431),
-        Ok(Status::Complete(n)) => n,
-        Ok(Status::Partial) if buf.len() > MAX_HEAD => return Parsed::Error(431),
-        Ok(Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431),
-        Err(_) => return Parsed::Error(400),
-    };
-    // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes by default.
-    let mut keep_alive = req.version == Some(1);
-    let mut body_len = 0;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-            {
-                Some(n) if n > MAX_BODY => return Parsed::Error(413),
-                Some(n) => body_len = n,
-                None => return Parsed::Error(400),
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Error(501);
-        }
-    }
-    Parsed::Request {
-        head_len,
-        body_len,
-        keep_alive,
-        head_only: req.method == Some("HEAD"),
-    }
-}
+use support::{parse, parse_addr, Parsed, BODY};
 
 fn respond(out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
     out.extend_from_slice(
@@ -185,19 +119,4 @@ fn main() -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `--addr HOST:PORT` from the command line, or the default.
-fn parse_addr(default: &str) -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = arg.strip_prefix("--addr=") {
-            return v.to_owned();
-        }
-    }
-    default.to_owned()
 }

@@ -908,7 +908,8 @@ impl WriteHalf {
     }
 }
 
-fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+/// std's rule for socket timeouts: `Some(0)` is invalid (use `None` for no timeout).
+pub(crate) fn check_timeout(t: Option<Duration>) -> io::Result<()> {
     if t == Some(Duration::ZERO) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

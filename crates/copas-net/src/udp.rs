@@ -16,7 +16,7 @@ use copas_core::{cooperate, Builder, JoinHandle};
 
 use crate::reactor::Direction;
 use crate::source::Source;
-use crate::tcp::each_addr;
+use crate::tcp::{check_timeout, each_addr};
 
 /// The largest UDP payload: what a [`UdpServer`]'s receive buffer holds.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -61,15 +61,6 @@ fn deadline(t: Option<Duration>) -> Option<Instant> {
     t.and_then(|d| Instant::now().checked_add(d))
 }
 
-fn check_timeout(t: Option<Duration>) -> io::Result<()> {
-    if t == Some(Duration::ZERO) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "copas: a zero timeout is not allowed; use None for no timeout",
-        ));
-    }
-    Ok(())
-}
 
 impl UdpSocket {
     /// Binds a socket to the first address `addr` resolves to that works.

@@ -22,6 +22,7 @@ mod procfs;
 mod report;
 mod serve_epoll;
 mod serve_tokio;
+mod serve_tokio_http;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ copas-bench: echo servers side by side (copas, threads, tokio, epoll)
 USAGE:
     copas-bench [OPTIONS]                 run the comparison (the default)
     copas-bench serve-tokio --addr A      tokio current_thread echo server
+    copas-bench serve-tokio-http --addr A tokio current_thread HTTP/1.1 hello world
+                                          (examples/http.rs's twin, for wrk)
     copas-bench serve-epoll --addr A      hand-written epoll echo server
     copas-bench load --addr A [OPTIONS]   the load generator (used by the driver)
 
@@ -56,7 +59,9 @@ OPTIONS (load):
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = match argv.first().map(String::as_str) {
-        Some(c @ ("serve-tokio" | "serve-epoll" | "load" | "run")) => (c, &argv[1..]),
+        Some(c @ ("serve-tokio" | "serve-tokio-http" | "serve-epoll" | "load" | "run")) => {
+            (c, &argv[1..])
+        }
         _ => ("run", &argv[..]),
     };
     let parsed = match args::Args::parse(rest) {
@@ -74,6 +79,9 @@ fn main() -> ExitCode {
         "serve-tokio" => parsed
             .addr()
             .and_then(|a| serve_tokio::serve(&a).map_err(|e| e.to_string())),
+        "serve-tokio-http" => parsed
+            .addr()
+            .and_then(|a| serve_tokio_http::serve(&a).map_err(|e| e.to_string())),
         "serve-epoll" => parsed
             .addr()
             .and_then(|a| serve_epoll::serve(&a).map_err(|e| e.to_string())),

@@ -1,0 +1,263 @@
+//! The async reference for `examples/http.rs`: the same HTTP/1.1 "Hello, World!" on a
+//! tokio `current_thread` runtime, one task per connection, requests parsed with
+//! `httparse`. Same rules and the same response bytes (only the `Server` header says
+//! `tokio` instead of `copas`, same length): keep-alive, `Connection: close` and the
+//! HTTP/1.0 default honoured, `400`/`431`/`413`/`501` then close. Pipelined requests are
+//! parsed as long as complete ones are buffered and their responses go out in one write.
+//!
+//! ```text
+//! copas-bench serve-tokio-http --addr 127.0.0.1:8080
+//! wrk -t2 -c100 -d10s http://127.0.0.1:8080/
+//! ```
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use httparse::Status;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The largest request body accepted (and discarded).
+const MAX_BODY: usize = 1024 * 1024;
+/// Header lines beyond this count get `431` too.
+const MAX_HEADERS: usize = 64;
+/// Room made in the read buffer before each read (the copas example's `receive_some`).
+const READ_CHUNK: usize = 16 * 1024;
+const BODY: &[u8] = b"Hello, World!";
+
+/// Serves HTTP on `addr` until killed.
+pub(crate) fn serve(addr: &str) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let listener = TcpListener::bind(addr).await?;
+        println!(
+            "tokio http server listening on http://{}/",
+            listener.local_addr()?
+        );
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tokio http: accept: {e}");
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                // Resets and early closes are a client's business.
+                let _ = handle(stream).await;
+            });
+        }
+    })
+}
+
+/// What the front of the input buffer holds.
+enum Parsed {
+    /// A complete head: its length, the body length, whether to keep the connection
+    /// open afterwards, and whether it is a `HEAD` request.
+    Request {
+        head_len: usize,
+        body_len: usize,
+        keep_alive: bool,
+        head_only: bool,
+    },
+    /// Not a complete head yet.
+    Partial,
+    /// Answer with this status and close.
+    Error(u16),
+}
+
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(Status::Complete(n)) if n > MAX_HEAD => return Parsed::Error(431),
+        Ok(Status::Complete(n)) => n,
+        Ok(Status::Partial) if buf.len() > MAX_HEAD => return Parsed::Error(431),
+        Ok(Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431),
+        Err(_) => return Parsed::Error(400),
+    };
+    // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes by default.
+    let mut keep_alive = req.version == Some(1);
+    let mut body_len = 0;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            match std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                Some(n) if n > MAX_BODY => return Parsed::Error(413),
+                Some(n) => body_len = n,
+                None => return Parsed::Error(400),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Parsed::Error(501);
+        }
+    }
+    Parsed::Request {
+        head_len,
+        body_len,
+        keep_alive,
+        head_only: req.method == Some("HEAD"),
+    }
+}
+
+fn respond(out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nServer: tokio\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
+    );
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n".as_slice()
+    } else {
+        b"Connection: close\r\n\r\n".as_slice()
+    });
+    if !head_only {
+        out.extend_from_slice(BODY);
+    }
+}
+
+fn respond_error(out: &mut Vec<u8>, status: u16) {
+    let reason = match status {
+        400 => "Bad Request",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        _ => "Not Implemented",
+    };
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\nServer: tokio\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    out.extend_from_slice(msg.as_bytes());
+}
+
+/// Answers every complete request at the front of `buf` into `out` and consumes it.
+/// Returns `false` when the connection is to close after `out` is written.
+fn answer_buffered(buf: &mut BytesMut, out: &mut Vec<u8>) -> bool {
+    loop {
+        match parse(buf) {
+            Parsed::Request {
+                head_len,
+                body_len,
+                keep_alive,
+                head_only,
+            } => {
+                if buf.len() < head_len + body_len {
+                    return true; // the body is still on its way
+                }
+                buf.advance(head_len + body_len);
+                respond(out, keep_alive, head_only);
+                if !keep_alive {
+                    return false;
+                }
+            }
+            Parsed::Partial => return true,
+            Parsed::Error(status) => {
+                respond_error(out, status);
+                return false;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let keep_open = answer_buffered(&mut buf, &mut out);
+        // All buffered requests are answered: one write for all their responses.
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if !keep_open {
+            return Ok(());
+        }
+        // Reclaims the consumed front of the buffer when it can (no allocation while the
+        // connection only ever holds partial requests).
+        buf.reserve(READ_CHUNK);
+        if stream.read_buf(&mut buf).await? == 0 {
+            // The client closed; an incomplete request left in `buf` gets no answer.
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(input: &[u8]) -> (Vec<u8>, bool, usize) {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        let open = answer_buffered(&mut buf, &mut out);
+        (out, open, buf.len())
+    }
+
+    const OK_KEEP: &[u8] = b"HTTP/1.1 200 OK\r\nServer: tokio\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, World!";
+
+    #[test]
+    fn keep_alive_and_pipelining() {
+        let (out, open, left) =
+            answers(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\nGET /");
+        assert_eq!(out, [OK_KEEP, OK_KEEP].concat());
+        assert!(open);
+        assert_eq!(left, 5);
+    }
+
+    #[test]
+    fn close_rules() {
+        let (out, open, _) =
+            answers(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert!(out.ends_with(b"Connection: close\r\n\r\nHello, World!"));
+        assert!(!open);
+        let (_, open, _) = answers(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!open);
+        let (out, open, _) = answers(b"HEAD / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(open);
+        assert!(out.ends_with(b"Connection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn bad_and_oversize_heads() {
+        let (out, open, _) = answers(b"GET / HTTP/1.1\r\nHost x\r\n\r\n");
+        assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert!(!open);
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEAD + 1, b'a');
+        let (out, open, _) = answers(&big);
+        assert!(out.starts_with(b"HTTP/1.1 431 "));
+        assert!(!open);
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X{i}: y\r\n")).collect();
+        let (out, _, _) = answers(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes());
+        assert!(out.starts_with(b"HTTP/1.1 431 "));
+    }
+
+    #[test]
+    fn bodies() {
+        let (out, open, left) = answers(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+        assert!(out.is_empty() && open);
+        assert_eq!(
+            left,
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab".len()
+        );
+        let (out, _, left) = answers(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab");
+        assert_eq!(out, OK_KEEP);
+        assert_eq!(left, 0);
+        let (out, _, _) = answers(b"POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n");
+        assert!(out.starts_with(b"HTTP/1.1 413 "));
+        let (out, _, _) = answers(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(out.starts_with(b"HTTP/1.1 501 "));
+    }
+}

@@ -16,7 +16,7 @@
 //! asked for keep-alive. Pipelined requests are parsed as long as complete ones are
 //! buffered; their responses are written with one flush.
 
-use std::io;
+use std::io::{self, BufRead};
 
 use copas::TcpStream;
 
@@ -26,18 +26,26 @@ mod support;
 use support::{parse, parse_addr, Parsed, BODY};
 
 fn respond(conn: &mut TcpStream, keep_alive: bool, head_only: bool) -> io::Result<()> {
-    conn.send(
-        b"HTTP/1.1 200 OK\r\nServer: copas\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
-    )?;
-    conn.send(if keep_alive {
-        b"Connection: keep-alive\r\n\r\n".as_slice()
+    // Whole responses, so that the common case is a single `send`.
+    const HEAD: &str =
+        "HTTP/1.1 200 OK\r\nServer: copas\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
+    const KEEP: &[u8] = concat!(
+        "HTTP/1.1 200 OK\r\nServer: copas\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
+        "Connection: keep-alive\r\n\r\nHello, World!"
+    )
+    .as_bytes();
+    const CLOSE: &[u8] = concat!(
+        "HTTP/1.1 200 OK\r\nServer: copas\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
+        "Connection: close\r\n\r\nHello, World!"
+    )
+    .as_bytes();
+    debug_assert!(KEEP.ends_with(BODY) && KEEP.starts_with(HEAD.as_bytes()));
+    let full = if keep_alive { KEEP } else { CLOSE };
+    if head_only {
+        conn.send(&full[..full.len() - BODY.len()])
     } else {
-        b"Connection: close\r\n\r\n".as_slice()
-    })?;
-    if !head_only {
-        conn.send(BODY)?;
+        conn.send(full)
     }
-    Ok(())
 }
 
 fn respond_error(conn: &mut TcpStream, status: u16) -> io::Result<()> {
@@ -54,22 +62,22 @@ fn respond_error(conn: &mut TcpStream, status: u16) -> io::Result<()> {
 }
 
 fn handle(mut conn: TcpStream) -> io::Result<()> {
-    let mut buf: Vec<u8> = Vec::new();
     loop {
-        // Answer every complete request that is buffered (pipelining).
-        let mut used = 0;
+        // Answer every complete request that is buffered (pipelining), parsing straight
+        // from the stream's own buffer.
         loop {
-            match parse(&buf[used..]) {
+            let request = parse(conn.buffered());
+            match request {
                 Parsed::Request {
                     head_len,
                     body_len,
                     keep_alive,
                     head_only,
                 } => {
-                    if buf.len() - used < head_len + body_len {
+                    if conn.buffered().len() < head_len + body_len {
                         break; // the body is still on its way
                     }
-                    used += head_len + body_len;
+                    conn.consume(head_len + body_len);
                     respond(&mut conn, keep_alive, head_only)?;
                     if !keep_alive {
                         return conn.close();
@@ -82,18 +90,13 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
                 }
             }
         }
-        buf.drain(..used);
-        // All buffered requests are answered: send the responses in one write, unless
-        // more input is already buffered (then the next batch joins this write).
-        if conn.buffered().is_empty() {
-            conn.flush()?;
-        }
-        let data = conn.receive_some(16 * 1024)?;
-        if data.is_empty() {
-            // The client closed; an incomplete request left in `buf` gets no answer.
+        // All buffered requests are answered: send the responses in one write.
+        conn.flush()?;
+        // Wait for more input, keeping what is buffered (a partial request).
+        if conn.receive_more()? == 0 {
+            // The client closed; an incomplete request left buffered gets no answer.
             return conn.close();
         }
-        buf.extend_from_slice(&data);
     }
 }
 

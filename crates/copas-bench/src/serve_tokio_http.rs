@@ -13,19 +13,17 @@
 use std::io;
 
 use bytes::{Buf, BytesMut};
-use httparse::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The largest request head accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// The largest request body accepted (and discarded).
-const MAX_BODY: usize = 1024 * 1024;
-/// Header lines beyond this count get `431` too.
-const MAX_HEADERS: usize = 64;
+// The same request parsing as the copas examples, so only the I/O differs.
+#[path = "../../../examples/support/mod.rs"]
+mod support;
+
+use support::{parse, Parsed, BODY};
+
 /// Room made in the read buffer before each read (the copas example's `receive_some`).
 const READ_CHUNK: usize = 16 * 1024;
-const BODY: &[u8] = b"Hello, World!";
 
 /// Serves HTTP on `addr` until killed.
 pub(crate) fn serve(addr: &str) -> io::Result<()> {
@@ -52,67 +50,6 @@ pub(crate) fn serve(addr: &str) -> io::Result<()> {
             });
         }
     })
-}
-
-/// What the front of the input buffer holds.
-enum Parsed {
-    /// A complete head: its length, the body length, whether to keep the connection
-    /// open afterwards, and whether it is a `HEAD` request.
-    Request {
-        head_len: usize,
-        body_len: usize,
-        keep_alive: bool,
-        head_only: bool,
-    },
-    /// Not a complete head yet.
-    Partial,
-    /// Answer with this status and close.
-    Error(u16),
-}
-
-fn parse(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(Status::Complete(n)) if n > MAX_HEAD => return Parsed::Error(431),
-        Ok(Status::Complete(n)) => n,
-        Ok(Status::Partial) if buf.len() > MAX_HEAD => return Parsed::Error(431),
-        Ok(Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431),
-        Err(_) => return Parsed::Error(400),
-    };
-    // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes by default.
-    let mut keep_alive = req.version == Some(1);
-    let mut body_len = 0;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-            {
-                Some(n) if n > MAX_BODY => return Parsed::Error(413),
-                Some(n) => body_len = n,
-                None => return Parsed::Error(400),
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Error(501);
-        }
-    }
-    Parsed::Request {
-        head_len,
-        body_len,
-        keep_alive,
-        head_only: req.method == Some("HEAD"),
-    }
 }
 
 fn respond(out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
@@ -196,6 +133,7 @@ async fn handle(mut stream: TcpStream) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::support::{MAX_HEAD, MAX_HEADERS};
     use super::*;
 
     fn answers(input: &[u8]) -> (Vec<u8>, bool, usize) {

@@ -529,6 +529,18 @@ impl TcpStream {
         self.read.buffered()
     }
 
+    /// Waits for more input and appends it to what is buffered, for parsers that work on
+    /// [`buffered`](TcpStream::buffered) and [`consume`](BufRead::consume) (`fill_buf`
+    /// only reads when nothing is buffered). Returns how many bytes arrived; 0 means end
+    /// of stream. Each call adds at most 16 KiB, so the caller bounds what it lets
+    /// accumulate.
+    ///
+    /// # Errors
+    /// `TimedOut` after the read timeout, a cancellation error, or the OS error.
+    pub fn receive_more(&mut self) -> io::Result<usize> {
+        self.read.receive_more()
+    }
+
     /// Buffers `data` for sending. It leaves when the loop next waits, on
     /// [`flush`](TcpStream::flush), or right away if the buffer would pass its limit; in
     /// that case the task suspends while the peer does not read, so memory stays bounded.
@@ -817,6 +829,15 @@ impl ReadHalf {
     /// Bytes received but not yet taken.
     pub fn buffered(&self) -> &[u8] {
         self.rbuf.as_slice()
+    }
+
+    /// As [`TcpStream::receive_more`].
+    ///
+    /// # Errors
+    /// As [`TcpStream::receive_more`].
+    pub fn receive_more(&mut self) -> io::Result<usize> {
+        let deadline = self.read_deadline();
+        self.fill(deadline)
     }
 
     /// As [`TcpStream::set_read_timeout`].

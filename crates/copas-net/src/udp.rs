@@ -61,7 +61,6 @@ fn deadline(t: Option<Duration>) -> Option<Instant> {
     t.and_then(|d| Instant::now().checked_add(d))
 }
 
-
 impl UdpSocket {
     /// Binds a socket to the first address `addr` resolves to that works.
     ///

@@ -49,16 +49,9 @@ fn respond(conn: &mut TcpStream, keep_alive: bool, head_only: bool) -> io::Resul
 }
 
 fn respond_error(conn: &mut TcpStream, status: u16) -> io::Result<()> {
-    let reason = match status {
-        400 => "Bad Request",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        _ => "Not Implemented",
-    };
-    let msg = format!(
-        "HTTP/1.1 {status} {reason}\r\nServer: copas\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    conn.send(msg.as_bytes())
+    let mut out = Vec::new();
+    support::respond_error(&mut out, "copas", status);
+    conn.send(&out)
 }
 
 fn handle(mut conn: TcpStream) -> io::Result<()> {

@@ -21,34 +21,7 @@ use std::net::{TcpListener, TcpStream};
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{parse, parse_addr, Parsed, BODY};
-
-fn respond(out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nServer: threads\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
-    );
-    out.extend_from_slice(if keep_alive {
-        b"Connection: keep-alive\r\n\r\n".as_slice()
-    } else {
-        b"Connection: close\r\n\r\n".as_slice()
-    });
-    if !head_only {
-        out.extend_from_slice(BODY);
-    }
-}
-
-fn respond_error(out: &mut Vec<u8>, status: u16) {
-    let reason = match status {
-        400 => "Bad Request",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        _ => "Not Implemented",
-    };
-    let msg = format!(
-        "HTTP/1.1 {status} {reason}\r\nServer: threads\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    out.extend_from_slice(msg.as_bytes());
-}
+use support::{parse, parse_addr, respond, respond_error, Parsed};
 
 fn handle(mut conn: TcpStream) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::new();
@@ -69,14 +42,14 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
                         break; // the body is still on its way
                     }
                     used += head_len + body_len;
-                    respond(&mut out, keep_alive, head_only);
+                    respond(&mut out, "threads", keep_alive, head_only);
                     if !keep_alive {
                         return conn.write_all(&out);
                     }
                 }
                 Parsed::Partial => break,
                 Parsed::Error(status) => {
-                    respond_error(&mut out, status);
+                    respond_error(&mut out, "threads", status);
                     return conn.write_all(&out);
                 }
             }

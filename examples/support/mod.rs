@@ -91,3 +91,32 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
         head_only: req.method == Some("HEAD"),
     }
 }
+
+/// Appends a `200 OK` response (`Hello, World!`, no body for `HEAD`) naming `server`.
+pub(crate) fn respond(out: &mut Vec<u8>, server: &str, keep_alive: bool, head_only: bool) {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: ");
+    out.extend_from_slice(server.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n");
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n".as_slice()
+    } else {
+        b"Connection: close\r\n\r\n".as_slice()
+    });
+    if !head_only {
+        out.extend_from_slice(BODY);
+    }
+}
+
+/// Appends an error response with `status`, after which the connection closes.
+pub(crate) fn respond_error(out: &mut Vec<u8>, server: &str, status: u16) {
+    let reason = match status {
+        400 => "Bad Request",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        _ => "Not Implemented",
+    };
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\nServer: {server}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    out.extend_from_slice(msg.as_bytes());
+}

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[path = "../../../examples/support/mod.rs"]
 mod support;
 
-use support::{parse, Parsed, BODY};
+use support::{parse, respond, respond_error, Parsed};
 
 /// Room made in the read buffer before each read (the copas example's `receive_some`).
 const READ_CHUNK: usize = 16 * 1024;
@@ -52,33 +52,6 @@ pub(crate) fn serve(addr: &str) -> io::Result<()> {
     })
 }
 
-fn respond(out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nServer: tokio\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
-    );
-    out.extend_from_slice(if keep_alive {
-        b"Connection: keep-alive\r\n\r\n".as_slice()
-    } else {
-        b"Connection: close\r\n\r\n".as_slice()
-    });
-    if !head_only {
-        out.extend_from_slice(BODY);
-    }
-}
-
-fn respond_error(out: &mut Vec<u8>, status: u16) {
-    let reason = match status {
-        400 => "Bad Request",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        _ => "Not Implemented",
-    };
-    let msg = format!(
-        "HTTP/1.1 {status} {reason}\r\nServer: tokio\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    out.extend_from_slice(msg.as_bytes());
-}
-
 /// Answers every complete request at the front of `buf` into `out` and consumes it.
 /// Returns `false` when the connection is to close after `out` is written.
 fn answer_buffered(buf: &mut BytesMut, out: &mut Vec<u8>) -> bool {
@@ -94,14 +67,14 @@ fn answer_buffered(buf: &mut BytesMut, out: &mut Vec<u8>) -> bool {
                     return true; // the body is still on its way
                 }
                 buf.advance(head_len + body_len);
-                respond(out, keep_alive, head_only);
+                respond(out, "tokio", keep_alive, head_only);
                 if !keep_alive {
                     return false;
                 }
             }
             Parsed::Partial => return true,
             Parsed::Error(status) => {
-                respond_error(out, status);
+                respond_error(out, "tokio", status);
                 return false;
             }
         }

@@ -107,7 +107,9 @@ impl Remote {
     }
 
     fn take(&self) -> Vec<TaskId> {
-        if !self.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: this runs every step, and a read-modify-write would cost a
+        // locked instruction each time although remote wake-ups are rare.
+        if !self.pending.load(Ordering::Acquire) || !self.pending.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))

@@ -64,6 +64,46 @@ struct Inner {
     flush_queue: Vec<Rc<dyn BackgroundFlush>>,
 }
 
+impl Inner {
+    /// Applies one event to the slot of `key`: wakes its reader and writer, or queues its
+    /// background flush when it became writable with no writer waiting. `tracked` is the
+    /// event's read-closed bit where the backend reports readiness precisely (epoll):
+    /// then the slot also remembers the readiness for a later `wait`. Returns whether the
+    /// key was live (a stale generation is ignored).
+    fn dispatch(
+        &mut self,
+        key: usize,
+        readable: bool,
+        writable: bool,
+        tracked: Option<bool>,
+        wake: &mut dyn FnMut(TaskId),
+    ) -> bool {
+        let (index, generation) = split_key(key);
+        let slot = match self.slots.get_mut(index) {
+            Some(s) if s.generation == generation => s,
+            _ => return false,
+        };
+        if let Some(read_closed) = tracked {
+            slot.read_closed |= read_closed;
+            slot.ready.0 |= readable;
+            slot.ready.1 |= writable;
+        }
+        if readable {
+            if let Some(id) = slot.reader {
+                wake(id);
+            }
+        }
+        if writable {
+            if let Some(id) = slot.writer {
+                wake(id);
+            } else if let Some(f) = slot.flusher.as_ref().and_then(Weak::upgrade) {
+                self.flush_queue.push(f);
+            }
+        }
+        true
+    }
+}
+
 /// The per-thread readiness loop. Created on first use of a copas socket and installed as
 /// the runtime's driver; applications normally never touch it.
 pub struct Reactor {
@@ -396,7 +436,6 @@ impl Reactor {
         };
         let mut handled = 0;
         let mut notified = false;
-        let mut to_flush: Vec<Rc<dyn BackgroundFlush>> = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
             for ev in events {
@@ -405,31 +444,15 @@ impl Reactor {
                     notified = true;
                     continue;
                 }
-                let (index, generation) = split_key(r.key as usize);
-                let Some(slot) = inner.slots.get_mut(index) else {
-                    continue;
-                };
-                if slot.generation != generation {
-                    continue;
-                }
-                handled += 1;
-                slot.read_closed |= r.read_closed;
-                slot.ready.0 |= r.readable;
-                slot.ready.1 |= r.writable;
-                if r.readable {
-                    if let Some(id) = slot.reader {
-                        wake(id);
-                    }
-                }
-                if r.writable {
-                    if let Some(id) = slot.writer {
-                        wake(id);
-                    } else if let Some(f) = slot.flusher.as_ref().and_then(Weak::upgrade) {
-                        to_flush.push(f);
-                    }
-                }
+                let tracked = Some(r.read_closed);
+                handled += usize::from(inner.dispatch(
+                    r.key as usize,
+                    r.readable,
+                    r.writable,
+                    tracked,
+                    wake,
+                ));
             }
-            inner.flush_queue.append(&mut to_flush);
         }
         drop(ep);
         if notified {
@@ -494,33 +517,10 @@ impl Driver for Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
             Err(e) => return Err(e),
         }
+        let mut inner = self.inner.borrow_mut();
         let mut handled = 0;
-        let mut to_flush: Vec<Rc<dyn BackgroundFlush>> = Vec::new();
-        {
-            let mut inner = self.inner.borrow_mut();
-            for ev in events.iter() {
-                let (index, generation) = split_key(ev.key);
-                let Some(slot) = inner.slots.get_mut(index) else {
-                    continue;
-                };
-                if slot.generation != generation {
-                    continue;
-                }
-                handled += 1;
-                if ev.readable {
-                    if let Some(id) = slot.reader {
-                        wake(id);
-                    }
-                }
-                if ev.writable {
-                    if let Some(id) = slot.writer {
-                        wake(id);
-                    } else if let Some(f) = slot.flusher.as_ref().and_then(Weak::upgrade) {
-                        to_flush.push(f);
-                    }
-                }
-            }
-            inner.flush_queue.append(&mut to_flush);
+        for ev in events.iter() {
+            handled += usize::from(inner.dispatch(ev.key, ev.readable, ev.writable, None, wake));
         }
         Ok(handled)
     }
@@ -538,7 +538,7 @@ impl Driver for Reactor {
     }
 
     fn sources(&self) -> usize {
-        self.inner.borrow().slots.len()
+        Reactor::sources(self)
     }
 
     fn notifier(&self) -> Notify {

@@ -106,6 +106,16 @@ impl Remote {
         notify();
     }
 
+    /// Interrupts the loop's wait (for the remote seam).
+    pub(crate) fn notify(&self) {
+        let notify = self
+            .notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        notify();
+    }
+
     fn take(&self) -> Vec<TaskId> {
         // A plain load first: this runs every step, and a read-modify-write would cost a
         // locked instruction each time although remote wake-ups are rare.
@@ -148,6 +158,8 @@ pub(crate) struct Shared {
     driver: RefCell<Rc<dyn Driver>>,
     driver_any: RefCell<Option<Rc<dyn Any>>>,
     pub(crate) remote: Arc<Remote>,
+    /// Remote spawns, remote exit and keep-alive guards (`remote_seam.rs`).
+    pub(crate) seam: crate::remote_seam::SeamLocal,
     stacks: RefCell<StackPool>,
     error_handler: RefCell<Option<ErrorHandler>>,
     next_serial: Cell<u64>,
@@ -400,16 +412,18 @@ impl Shared {
     fn new() -> Shared {
         overflow::init_thread();
         let parker = Rc::new(ThreadParker::new());
+        let remote = Arc::new(Remote {
+            queue: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            notify: Mutex::new(parker.notifier()),
+        });
         Shared {
             tasks: RefCell::new(Slab::new()),
             run_queue: RefCell::new(VecDeque::new()),
             spare_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::default()),
-            remote: Arc::new(Remote {
-                queue: Mutex::new(Vec::new()),
-                pending: AtomicBool::new(false),
-                notify: Mutex::new(parker.notifier()),
-            }),
+            seam: crate::remote_seam::SeamLocal::new(remote.clone()),
+            remote,
             driver: RefCell::new(parker),
             driver_any: RefCell::new(None),
             stacks: RefCell::new(StackPool::new()),
@@ -469,6 +483,7 @@ impl Shared {
             || !self.timers.borrow().is_empty()
             || self.remote.pending.load(Ordering::Acquire)
             || self.driver.borrow().has_waiters()
+            || self.seam.alive()
     }
 
     pub(crate) fn spawn_task<F, T>(
@@ -719,7 +734,7 @@ impl Shared {
         for id in ids {
             self.unpark_local(id);
         }
-        any
+        self.seam.take(self) || any
     }
 
     fn fire_timers(&self) -> bool {
@@ -809,6 +824,7 @@ impl Shared {
     /// Unwinds every task; used when the thread's runtime is dropped.
     fn shutdown(&self) {
         self.shutting_down.set(true);
+        self.seam.close();
         // Bounded: a task that catches the unwind and spawns new tasks forever would
         // otherwise keep this going.
         for _ in 0..64 {

@@ -575,6 +575,21 @@ impl<T> Sender<T> {
     /// ([`SendError::is_disconnected`]), when the waiting task is cancelled, or when a
     /// [`with_timeout`](crate::with_timeout) scope ends.
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        // The fast path: room, and nobody waiting ahead.
+        let value = match self.try_send(value) {
+            Ok(()) => {
+                // A task that never has to wait still lets the others run now and then.
+                crate::cooperate();
+                return Ok(());
+            }
+            Err(TrySendError::Disconnected(value)) => {
+                return Err(SendError {
+                    value,
+                    cause: Cause::Disconnected,
+                })
+            }
+            Err(TrySendError::Full(value)) => value,
+        };
         let mut fut = SendFut {
             chan: &self.chan,
             value: Some(value),
@@ -649,6 +664,18 @@ impl<T> Receiver<T> {
     /// also when the waiting task is cancelled or a
     /// [`with_timeout`](crate::with_timeout) scope ends.
     pub fn recv(&self) -> Result<T, RecvError> {
+        match self.try_recv() {
+            Ok(v) => {
+                crate::cooperate();
+                return Ok(v);
+            }
+            Err(TryRecvError::Disconnected) => {
+                return Err(RecvError {
+                    cause: Cause::Disconnected,
+                })
+            }
+            Err(TryRecvError::Empty) => {}
+        }
         let fut = RecvFut {
             chan: &self.chan,
             ticket: None,

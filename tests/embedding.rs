@@ -568,3 +568,30 @@ fn the_legacy_example_reports_a_bad_address_as_a_sentence() {
         "{err}"
     );
 }
+
+#[test]
+fn tasks_spawned_on_a_thread_that_never_runs_its_loop_are_reported_when_it_exits() {
+    let (tx, rx) = mpsc::channel::<(bool, String)>();
+    thread::Builder::new()
+        .name("forgetful".into())
+        .spawn(move || {
+            copas::Runtime::current().set_error_handler(move |p| {
+                let _ = tx.send((p.is_lost(), p.to_string()));
+            });
+            // Ran: not reported.
+            copas::spawn(|| ()).join().unwrap();
+            // Never run: the thread ends without driving its loop again.
+            let _ = copas::Builder::new().name("forgotten".into()).spawn(|| ());
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let reports: Vec<_> = rx.iter().collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (lost, text) = &reports[0];
+    assert!(*lost);
+    assert!(
+        text.contains("'forgotten'") && text.contains("never ran") && text.contains("'forgetful'"),
+        "{text}"
+    );
+}

@@ -821,10 +821,44 @@ impl Shared {
         }
     }
 
+    /// Names, through the error handler, the tasks that were spawned but never ran: the
+    /// thread exits without having run its loop since (`copas::spawn` from a thread that
+    /// never calls `run`).
+    fn report_lost(&self) {
+        let thread = std::thread::current();
+        let lost: Vec<TaskPanic> = self
+            .tasks
+            .borrow()
+            .iter()
+            .filter(|(_, s)| !s.cancelled && s.coro.as_ref().is_some_and(|c| !c.started()))
+            .map(|(index, s)| TaskPanic {
+                task: TaskId {
+                    index,
+                    serial: s.serial,
+                },
+                name: s.name.clone(),
+                message: format!(
+                    "it was spawned on thread '{}', which exited without running its loop",
+                    thread.name().unwrap_or("<unnamed>")
+                ),
+                peer: None,
+                lost: true,
+            })
+            .collect();
+        let handler = self.error_handler.borrow().clone();
+        for info in lost {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| match &handler {
+                Some(h) => h(&info),
+                None => eprintln!("copas: {info}"),
+            }));
+        }
+    }
+
     /// Unwinds every task; used when the thread's runtime is dropped.
     fn shutdown(&self) {
         self.shutting_down.set(true);
         self.seam.close();
+        self.report_lost();
         // Bounded: a task that catches the unwind and spawns new tasks forever would
         // otherwise keep this going.
         for _ in 0..64 {
@@ -890,6 +924,7 @@ fn report_panic(id: TaskId, spec: &TaskSpec, payload: &(dyn Any + Send)) {
             .unwrap_or("<non-string payload>")
             .to_owned(),
         peer: spec.peer,
+        lost: false,
     };
     let handler = spec
         .error_handler

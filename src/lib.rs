@@ -47,7 +47,11 @@
 //! One runtime per thread, created on first use. Tasks and sockets never leave their
 //! thread, so they are `!Send` and may use `Rc` and `RefCell` freely. To use several cores,
 //! run one runtime per thread, each with its own listener (`SO_REUSEPORT`) or its own
-//! connections. [`Task::unpark`] is the one handle that works across threads.
+//! connections. The pieces that cross threads: [`Handle`] (spawn on, or exit, another
+//! thread's runtime; [`Runtime::spawn_thread`] starts one), [`sync::channel`],
+//! [`unblock`] (blocking work on a worker pool), [`block_on`] (any `Future`) and
+//! [`Task::unpark`]. See `docs/embedding.md` for embedding copas in blocking and threaded
+//! programs.
 //!
 //! # Panics
 //! A panic in a handler or task is caught at the task's root and reported to the error
@@ -62,3 +66,7 @@ pub use copas_net::*;
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+#[doc = include_str!("../docs/embedding.md")]
+#[cfg(doctest)]
+pub struct EmbeddingDoctests;

@@ -22,8 +22,11 @@
 //!
 //! # Threads
 //! There is one [`Runtime`] per thread, created on first use. Tasks never move between
-//! threads, so they may hold `Rc`s and `RefCell`s; the runtime's types are `!Send`. The
-//! only thread-safe handle is [`Task`], whose [`Task::unpark`] works from anywhere.
+//! threads, so they may hold `Rc`s and `RefCell`s; the runtime's types are `!Send`. What
+//! crosses threads: [`Handle`] ([`Runtime::handle`]: spawn on that runtime, make it exit),
+//! [`RuntimeThread`] ([`Runtime::spawn_thread`]), [`sync::channel`], [`unblock`] (a pool of
+//! workers for blocking calls), [`block_on`] (whose `Waker` is `Send + Sync`) and
+//! [`Task::unpark`].
 //!
 //! # Panics
 //! A panic inside a task is caught at the task's root, reported to the error handler

@@ -595,3 +595,12 @@ fn tasks_spawned_on_a_thread_that_never_runs_its_loop_are_reported_when_it_exits
         "{text}"
     );
 }
+
+#[test]
+fn the_cross_thread_types_are_send() {
+    fn send_sync_clone<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    fn send<T: Send>() {}
+    send_sync_clone::<copas::Handle>();
+    send::<copas::RemoteJoinHandle<String>>();
+    send::<copas::RuntimeThread>();
+}

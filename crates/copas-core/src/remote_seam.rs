@@ -181,7 +181,13 @@ impl Runtime {
 
 /// While it lives, the current thread's runtime is not finished: [`run`](crate::run)
 /// goes on and [`Runtime::step`] waits for a wake-up instead of returning at once. For
-/// code that waits for a wake-up from another thread. `!Send`.
+/// code that waits for a wake-up from another thread.
+///
+/// It belongs to its thread's runtime:
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// needs_send(copas_core::hooks::keep_alive());
+/// ```
 #[must_use = "the loop is kept alive only while the guard lives"]
 pub struct KeepAlive {
     rt: Option<Runtime>,

@@ -567,6 +567,18 @@ fn the_legacy_example_reports_a_bad_address_as_a_sentence() {
         err.starts_with("legacy: cannot listen on not-an-address: "),
         "{err}"
     );
+    let help = std::process::Command::new(legacy_example())
+        .arg("--help")
+        .output()
+        .expect("run the legacy example");
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--threads"));
+    let bad = std::process::Command::new(legacy_example())
+        .arg("--bogus")
+        .output()
+        .expect("run the legacy example");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("legacy: unknown argument --bogus"));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The copas readiness loop and its sockets: a [`Reactor`] (epoll on Linux, `polling`
 //! elsewhere) that plugs into
 //! copas-core's scheduler, buffered [`TcpStream`]s whose calls suspend the task instead of
-//! blocking the thread, [`TcpListener`], and servers ([`add_server`]).
+//! blocking the thread, [`TcpListener`], servers ([`add_server`]), UDP, and readiness for
+//! any other descriptor ([`Fd`] for one copas owns, [`Registration`] for a raw one).
 //!
 //! ```
 //! use copas_net::TcpStream;
@@ -35,18 +36,22 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod buffer;
-#[cfg(target_os = "linux")]
-mod epoll;
+mod fd;
 mod listener;
 mod reactor;
+mod registration;
 mod server;
+mod shared;
 mod source;
+mod sys;
 mod tcp;
 mod udp;
 
 pub use bytes::Bytes;
+pub use fd::Fd;
 pub use listener::{TcpListener, DEFAULT_BACKLOG};
-pub use reactor::Reactor;
+pub use reactor::{Interest, Reactor};
+pub use registration::Registration;
 pub use server::{add_server, IntoListener, Server, ServerBuilder, ACCEPT_BATCH};
 pub use tcp::{
     ReadHalf, ReuniteError, TcpStream, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,

@@ -5,9 +5,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
-use crate::reactor::Direction;
+use crate::reactor::Interest;
+use crate::shared::each_addr;
 use crate::source::Source;
-use crate::tcp::{each_addr, TcpStream};
+use crate::tcp::TcpStream;
 
 /// A listening TCP socket for use inside copas tasks. Most servers use
 /// [`add_server`](crate::add_server) instead, which accepts in a task of its own.
@@ -84,7 +85,7 @@ impl TcpListener {
         deadline: Option<Instant>,
     ) -> io::Result<(std::net::TcpStream, SocketAddr)> {
         self.source
-            .do_io(Direction::Read, deadline, std::net::TcpListener::accept)
+            .do_io(Interest::Read, deadline, std::net::TcpListener::accept)
     }
 
     /// One accept attempt that never waits (`WouldBlock` when none is pending).
@@ -94,7 +95,7 @@ impl TcpListener {
 
     /// Suspends until a connection may be pending.
     pub(crate) fn wait_readable(&self) -> io::Result<()> {
-        self.source.wait(Direction::Read, None)
+        self.source.wait(Interest::Read, None)
     }
 
     /// The address the listener is bound to.

@@ -22,7 +22,8 @@ use copas_core::cooperate;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::buffer::{Line, ReadBuffer};
-use crate::reactor::{BackgroundFlush, Direction};
+use crate::reactor::{BackgroundFlush, Interest};
+use crate::shared::{check_timeout, each_addr};
 use crate::source::{recv_into, Source};
 
 /// Default limit on the length of a line for [`TcpStream::receive_line`]: 64 KiB.
@@ -137,7 +138,7 @@ impl StreamShared {
             match self.write_buffered() {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.source.wait(Direction::Write, deadline)?;
+                    self.source.wait(Interest::Write, deadline)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -193,7 +194,7 @@ impl StreamShared {
         while rest.len() > limit {
             let n = self
                 .source
-                .do_io(Direction::Write, deadline, |s| (&*s).write(rest))?;
+                .do_io(Interest::Write, deadline, |s| (&*s).write(rest))?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -735,7 +736,7 @@ impl ReadHalf {
 
     fn wait_readable(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         self.rbuf.release_if_empty();
-        self.shared.source.wait(Direction::Read, deadline)?;
+        self.shared.source.wait(Interest::Read, deadline)?;
         if self.shared.read_closed.get() {
             return Err(shut_down("reading"));
         }
@@ -929,17 +930,6 @@ impl WriteHalf {
     }
 }
 
-/// std's rule for socket timeouts: `Some(0)` is invalid (use `None` for no timeout).
-pub(crate) fn check_timeout(t: Option<Duration>) -> io::Result<()> {
-    if t == Some(Duration::ZERO) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "copas: a zero timeout is not allowed; use None for no timeout",
-        ));
-    }
-    Ok(())
-}
-
 impl Drop for WriteHalf {
     fn drop(&mut self) {
         StreamShared::linger(&self.shared);
@@ -1007,25 +997,6 @@ impl Write for TcpStream {
     }
 }
 
-pub(crate) fn each_addr<T>(
-    addr: impl ToSocketAddrs,
-    mut f: impl FnMut(SocketAddr) -> io::Result<T>,
-) -> io::Result<T> {
-    let mut last = None;
-    for a in addr.to_socket_addrs()? {
-        match f(a) {
-            Ok(v) => return Ok(v),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "copas: the address resolved to nothing",
-        )
-    }))
-}
-
 fn connect_addr(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -1043,7 +1014,7 @@ fn connect_addr(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpSt
     if pending {
         let shared = &stream.write.shared;
         loop {
-            shared.source.wait(Direction::Write, deadline)?;
+            shared.source.wait(Interest::Write, deadline)?;
             if let Some(e) = shared.io().take_error()? {
                 return Err(e);
             }

@@ -293,6 +293,10 @@ pub(super) fn shut_down(what: &str) -> io::Error {
 }
 
 impl BackgroundFlush for StreamShared {
+    fn key(&self) -> usize {
+        self.source.key()
+    }
+
     fn flush_background(&self) -> bool {
         self.queued.set(false);
         if self.error.borrow().is_some() {

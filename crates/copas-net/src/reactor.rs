@@ -322,7 +322,6 @@ impl Reactor {
     pub(crate) fn wait(
         &self,
         key: usize,
-        fd: RawFd,
         dir: Interest,
         deadline: Option<Instant>,
         check: bool,
@@ -331,7 +330,7 @@ impl Reactor {
             return Err(io::ErrorKind::TimedOut.into());
         }
         let me = hooks::waiter_id();
-        let rearm = {
+        let (fd, rearm) = {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;
             let slot = live(&mut inner.slots, key).ok_or_else(closed)?;
@@ -348,7 +347,7 @@ impl Reactor {
                 state.waiters.push(me);
                 inner.waiters += 1;
             }
-            self.backend.needs_rearm().then(|| slot.interest())
+            (slot.fd, self.backend.needs_rearm().then(|| slot.interest()))
         };
         let _guard = WaitGuard {
             reactor: self,

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -54,8 +54,7 @@ impl<T: AsFd> Source<T> {
     /// Suspends until the descriptor may be ready for `dir`; see [`Reactor::wait`]. The
     /// caller has just seen `WouldBlock`, so the current readiness is not polled again.
     pub(crate) fn wait(&self, dir: Interest, deadline: Option<Instant>) -> io::Result<()> {
-        self.reactor
-            .wait(self.key, self.io.as_fd().as_raw_fd(), dir, deadline, false)
+        self.reactor.wait(self.key, dir, deadline, false)
     }
 
     /// A handle to wait on this source that does not borrow it, for a task that waits
@@ -64,7 +63,6 @@ impl<T: AsFd> Source<T> {
         Waiter {
             reactor: self.reactor.clone(),
             key: self.key,
-            fd: self.io.as_fd().as_raw_fd(),
         }
     }
 
@@ -86,18 +84,17 @@ impl<T: AsFd> Source<T> {
     }
 }
 
-/// See [`Source::waiter`]. Waiting checks the key's generation before it touches the
-/// descriptor number, so a waiter outliving its source only ever fails.
+/// See [`Source::waiter`]. Waiting checks the key's generation first, so a waiter
+/// outliving its source only ever fails.
 pub(crate) struct Waiter {
     reactor: Rc<Reactor>,
     key: usize,
-    fd: RawFd,
 }
 
 impl Waiter {
     /// As [`Source::wait`]; `NotConnected` once the source is gone.
     pub(crate) fn wait(&self, dir: Interest, deadline: Option<Instant>) -> io::Result<()> {
-        self.reactor.wait(self.key, self.fd, dir, deadline, false)
+        self.reactor.wait(self.key, dir, deadline, false)
     }
 }
 

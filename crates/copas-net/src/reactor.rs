@@ -4,7 +4,7 @@
 //! Every descriptor is registered once, for both directions, under a key made of its slab
 //! index and a generation number. An event whose generation no longer matches its slot
 //! (the descriptor was deregistered and the slot reused) is ignored, so a late event can
-//! never wake the wrong task. [`Inner::slot`] is the one place that checks it.
+//! never wake the wrong task. [`live`] is the one place that checks it.
 //!
 //! Invariants:
 //! - Per direction ([`Interest`] indexes `Slot::dirs`), `waiters` holds the tasks suspended

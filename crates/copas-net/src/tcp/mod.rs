@@ -3,7 +3,7 @@
 //! output flushed by the loop. Split by concern:
 //!
 //! - [`read`]: the read side (`ReadHalf`'s buffer, the receive patterns, `Read`/`BufRead`);
-//! - [`write`]: the write side (`StreamShared`: the socket, the write buffer flushed by the
+//! - [`write`](mod@write): the write side (`StreamShared`: the socket, the write buffer flushed by the
 //!   reactor, shutdown, linger);
 //! - [`stream`]: `TcpStream`, which is a read half plus a write half, and connecting;
 //! - [`halves`]: the public halves' own API (`split`'s products, `reunite`, `Write`).
@@ -30,9 +30,9 @@ pub use halves::{ReuniteError, WriteHalf};
 pub use read::ReadHalf;
 pub use stream::TcpStream;
 
-/// Default limit on the length of a line for [`TcpStream::receive_line`]: 64 KiB.
+/// Default limit on the length of a line for [`TcpStream::receive_line`](crate::TcpStream::receive_line): 64 KiB.
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
-/// Default limit on what [`TcpStream::receive_to_end`] collects: 64 MiB.
+/// Default limit on what [`TcpStream::receive_to_end`](crate::TcpStream::receive_to_end) collects: 64 MiB.
 pub const DEFAULT_MAX_TO_END: usize = 64 * 1024 * 1024;
 /// Default size of the write buffer: 64 KiB. Past it, `send` writes to the socket and
 /// suspends while the peer does not read.

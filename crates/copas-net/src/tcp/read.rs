@@ -18,7 +18,7 @@ use crate::reactor::Interest;
 use crate::shared::deadline_after;
 use crate::source::recv_into;
 
-/// The receiving half of a [`TcpStream`] (from [`TcpStream::split`]).
+/// The receiving half of a [`TcpStream`](crate::TcpStream) (from [`TcpStream::split`](crate::TcpStream::split)).
 pub struct ReadHalf {
     pub(super) rbuf: ReadBuffer,
     pub(super) eof: bool,
@@ -100,10 +100,10 @@ impl ReadHalf {
         Ok(())
     }
 
-    /// As [`TcpStream::receive_line`].
+    /// As [`TcpStream::receive_line`](crate::TcpStream::receive_line).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_line`].
+    /// As [`TcpStream::receive_line`](crate::TcpStream::receive_line).
     pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
         let deadline = self.read_deadline();
         loop {
@@ -130,10 +130,10 @@ impl ReadHalf {
         }
     }
 
-    /// As [`TcpStream::receive_exact`].
+    /// As [`TcpStream::receive_exact`](crate::TcpStream::receive_exact).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_exact`].
+    /// As [`TcpStream::receive_exact`](crate::TcpStream::receive_exact).
     pub fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
         loop {
@@ -152,10 +152,10 @@ impl ReadHalf {
         }
     }
 
-    /// As [`TcpStream::receive_to_end`].
+    /// As [`TcpStream::receive_to_end`](crate::TcpStream::receive_to_end).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_to_end`].
+    /// As [`TcpStream::receive_to_end`](crate::TcpStream::receive_to_end).
     pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
         while self.fill(deadline)? > 0 {
@@ -172,10 +172,10 @@ impl ReadHalf {
         Ok(self.rbuf.take_all())
     }
 
-    /// As [`TcpStream::receive_some`].
+    /// As [`TcpStream::receive_some`](crate::TcpStream::receive_some).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_some`].
+    /// As [`TcpStream::receive_some`](crate::TcpStream::receive_some).
     pub fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
         if self.rbuf.is_empty() && max > 0 {
             let deadline = self.read_deadline();
@@ -189,10 +189,10 @@ impl ReadHalf {
         self.rbuf.as_slice()
     }
 
-    /// As [`TcpStream::receive_more`].
+    /// As [`TcpStream::receive_more`](crate::TcpStream::receive_more).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_more`].
+    /// As [`TcpStream::receive_more`](crate::TcpStream::receive_more).
     pub fn receive_more(&mut self) -> io::Result<usize> {
         let deadline = self.read_deadline();
         self.fill(deadline)

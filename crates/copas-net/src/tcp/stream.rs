@@ -1,6 +1,6 @@
 //! [`TcpStream`]: a read half and a write half of one connection, and connecting.
 //!
-//! Invariant: both halves share one [`StreamShared`](super::write::StreamShared); the
+//! Invariant: both halves share one [`StreamShared`]; the
 //! stream's calls forward to the half that owns the concern.
 
 use std::fmt;
@@ -34,7 +34,7 @@ use crate::shared::each_addr;
 ///
 /// Dropping a stream whose output the kernel has not taken yet does not lose it: a task of
 /// its own goes on delivering it for up to the write timeout (default
-/// [`DEFAULT_LINGER`]); what cannot be delivered then is reported on stderr.
+/// [`DEFAULT_LINGER`](crate::DEFAULT_LINGER)); what cannot be delivered then is reported on stderr.
 ///
 /// # Examples
 /// ```

@@ -381,6 +381,7 @@ impl Shared {
     }
 
     /// Whether anything can still make progress.
+    #[inline]
     pub(crate) fn alive(&self) -> bool {
         !self.run_queue.borrow().is_empty()
             || !self.timers.borrow().is_empty()
@@ -476,12 +477,8 @@ impl Shared {
             drop(spawn);
         }
         for c in self.tasks.all() {
-            let never_ran = c.coro.take().map(|coro| {
-                let started = coro.started();
-                c.coro.set(Some(coro));
-                !started
-            });
-            if never_ran == Some(true) && !c.cancelled.get() {
+            let never_ran = c.coro.borrow().as_ref().is_some_and(|co| !co.started());
+            if never_ran && !c.cancelled.get() {
                 self.report(
                     &c,
                     Problem::NeverRan,
@@ -508,7 +505,7 @@ impl Shared {
         drop(timers);
         // Coroutines still unfinished are force-unwound by corosensei as they drop.
         for c in self.tasks.drain() {
-            let coro = c.coro.take();
+            let coro = c.coro.borrow_mut().take();
             drop(coro);
         }
     }

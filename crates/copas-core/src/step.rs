@@ -103,13 +103,24 @@ impl Shared {
         busy |= self.run_pass();
         // Output written during the pass leaves now, not at the next step, which a
         // program driving `step` may take much later.
-        let driver = driver.unwrap_or_else(|| self.driver.borrow().clone());
-        driver.before_park();
+        match driver {
+            Some(d) => d.before_park(),
+            None => self.driver.borrow().before_park(),
+        }
         Ok(busy)
     }
 
     /// Applies what other threads sent: unparks, spawns, an exit request.
+    #[inline]
     fn take_remote(&self) -> bool {
+        if !self.remote.is_pending() {
+            return false;
+        }
+        self.take_remote_slow()
+    }
+
+    #[cold]
+    fn take_remote_slow(&self) -> bool {
         let Some(inbox) = self.remote.take() else {
             return false;
         };
@@ -130,10 +141,15 @@ impl Shared {
         true
     }
 
+    #[inline]
     fn fire_timers(&self) -> bool {
         if self.timers.borrow().is_empty() {
             return false;
         }
+        self.fire_timers_slow()
+    }
+
+    fn fire_timers_slow(&self) -> bool {
         let now = Instant::now();
         self.last_now.set(Some(now));
         let mut any = false;
@@ -156,15 +172,21 @@ impl Shared {
         any
     }
 
-    /// Resumes every task that was runnable when the pass began.
+    /// Resumes every task that was runnable when the pass began. (Not re-entrant: the
+    /// loop cannot be stepped from inside a task.)
     pub(crate) fn run_pass(&self) -> bool {
-        let mut batch = std::mem::take(&mut *self.spare_queue.borrow_mut());
-        std::mem::swap(&mut batch, &mut *self.run_queue.borrow_mut());
-        let any = !batch.is_empty();
-        while let Some(cell) = batch.pop_front() {
+        // The queue fills up again during the pass; this pass works on the other one.
+        std::mem::swap(
+            &mut *self.run_queue.borrow_mut(),
+            &mut *self.spare_queue.borrow_mut(),
+        );
+        let mut any = false;
+        loop {
+            let next = self.spare_queue.borrow_mut().pop_front();
+            let Some(cell) = next else { break };
+            any = true;
             self.resume(cell);
         }
-        *self.spare_queue.borrow_mut() = batch;
         any
     }
 
@@ -173,16 +195,14 @@ impl Shared {
         if cell.state.get() != State::Queued {
             return;
         }
-        let Some(mut coro) = cell.coro.take() else {
+        let Ok(mut slot) = cell.coro.try_borrow_mut() else {
+            return;
+        };
+        let Some(coro) = slot.as_mut() else {
             return;
         };
         cell.state.set(State::Running);
-        overflow::enter(
-            cell.guard,
-            cell.name.as_deref(),
-            cell.stack_size,
-            cell.id.serial,
-        );
+        overflow::enter(&cell.overflow_info);
         // A task cancelled before it started never runs: it starts by unwinding.
         let input = if cell.unwinding.get() || (cell.cancelled.get() && !coro.started()) {
             Resume::Unwind
@@ -196,15 +216,18 @@ impl Shared {
         overflow::leave();
         match result {
             CoroutineResult::Yield(()) => {
-                cell.coro.set(Some(coro));
                 if cell.state.get() == State::Running {
                     cell.state.set(State::Suspended);
                 }
             }
             CoroutineResult::Return(()) => {
+                let coro = slot.take();
+                drop(slot);
                 cell.state.set(State::Done);
                 let removed = self.tasks.remove(cell.id);
-                self.stacks.borrow_mut().give(coro.into_stack());
+                if let Some(coro) = coro {
+                    self.stacks.borrow_mut().give(coro.into_stack());
+                }
                 drop(removed);
             }
         }

@@ -174,10 +174,18 @@ pub(crate) fn suspend_task(
         shared.sleeping.set(shared.sleeping.get() + 1);
         shared.insert_timer(d, TimerAction::Wake(cell.id))
     });
-    cell.wait.set(wait);
-    cell.since.set(shared.last_now.get());
+    // A yield records nothing: the task is runnable.
+    let waiting = !matches!(wait, WaitOn::Nothing);
+    if waiting {
+        cell.wait.set(wait);
+        cell.since.set(shared.last_now.get());
+        cell.waiting.set(true);
+    }
     let resumed = context::suspend();
-    drop(cell.wait.replace(WaitOn::Nothing));
+    if waiting {
+        cell.waiting.set(false);
+        drop(cell.wait.replace(WaitOn::Nothing));
+    }
     if let Some(key) = timer {
         shared.sleeping.set(shared.sleeping.get() - 1);
         shared.remove_timer(key);

@@ -5,7 +5,7 @@
 //! whole; the task's root ([`task_root`]) is the only writer of its join state's result.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -289,13 +289,16 @@ impl Builder {
             context::enter(y);
             task_root(id, root_state, f, first);
         });
+        // The record keeps the name alive for `overflow_info`, which points into its heap
+        // allocation.
+        let name = self.name.clone();
+        let overflow_info = overflow::TaskInfo::new(guard, name.as_deref(), size, id.serial);
         let cell = Rc::new(TaskCell {
             id,
-            coro: Cell::new(Some(coro)),
-            name: self.name.clone(),
+            coro: RefCell::new(Some(coro)),
+            name,
             state: Cell::new(State::Queued),
-            stack_size: size,
-            guard,
+            overflow_info,
             error_handler: self.error_handler,
             peer: self.peer,
             cancelled: Cell::new(false),
@@ -308,6 +311,7 @@ impl Builder {
             lingering: self.lingering,
             scope_deadline: Cell::new(None),
             wait: Cell::new(WaitOn::Nothing),
+            waiting: Cell::new(false),
             since: Cell::new(None),
         });
         shared.insert_task(cell);

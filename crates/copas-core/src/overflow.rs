@@ -52,9 +52,13 @@ unsafe impl Sync for Prev {}
 unsafe impl Send for Prev {}
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).unwrap_or(4096)
+    // Asked once: this runs at every spawn.
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(p).unwrap_or(4096)
+    })
 }
 
 /// Installs the process-wide handler (once) and this thread's alternate signal stack (if

@@ -130,7 +130,7 @@ impl Shared {
         for f in inbox.spawns {
             if let Err(e) = crate::Builder::new()
                 .name("remote spawn".into())
-                .spawn(move || f())
+                .spawn(f)
             {
                 eprintln!("copas: cannot start a task sent from another thread: {e}");
             }

@@ -359,9 +359,7 @@ where
     }
     *state.result.borrow_mut() = Some(outcome);
     if let Some(w) = state.waiter.take() {
-        if let Some(rt) = Runtime::try_current() {
-            rt.shared().wake(w);
-        }
+        context::with_current(|_, shared| shared.wake(w));
     }
 }
 

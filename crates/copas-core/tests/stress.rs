@@ -121,7 +121,12 @@ fn random_wakes_unparks_cancels_and_spawns_keep_every_invariant() {
         assert_eq!(rt.stats().timers, 0, "seed {seed}: timers left");
         // Every task that started ran its destructor exactly once; those cancelled
         // before they started never ran.
-        let finished = w.cancels.borrow().iter().filter(|h| h.is_finished()).count();
+        let finished = w
+            .cancels
+            .borrow()
+            .iter()
+            .filter(|h| h.is_finished())
+            .count();
         assert_eq!(finished, w.spawned.get(), "seed {seed}");
         assert!(w.dropped.get() <= w.spawned.get(), "seed {seed}");
         // Stale ids are harmless now that everything ended.

@@ -128,10 +128,7 @@ impl Shared {
             self.unpark_local(id);
         }
         for f in inbox.spawns {
-            if let Err(e) = crate::Builder::new()
-                .name("remote spawn".into())
-                .spawn(f)
-            {
+            if let Err(e) = crate::Builder::new().name("remote spawn".into()).spawn(f) {
                 eprintln!("copas: cannot start a task sent from another thread: {e}");
             }
         }

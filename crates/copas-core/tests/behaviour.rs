@@ -122,7 +122,11 @@ fn a_recurring_timer_never_overlaps_itself_and_rearms_after_its_callback() {
             r.set(r.get() - 1);
             n.set(n.get() + 1);
             if n.get() == 3 {
-                t.cancel();
+                assert!(
+                    t.cancel(),
+                    "a recurring timer's running callback counts as armed"
+                );
+                assert!(!t.is_armed(), "cancelled from inside its callback");
             }
         });
         copas_core::run().unwrap();

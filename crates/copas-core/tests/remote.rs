@@ -87,3 +87,34 @@ fn keep_alive_holds_run_until_another_thread_unparks() {
     copas_core::run().unwrap();
     assert_eq!(h.join().unwrap().unwrap(), "unparked");
 }
+
+#[test]
+fn an_accepted_remote_spawn_whose_runtime_ends_first_is_reported_lost() {
+    let (tx, rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let t = std::thread::spawn(move || {
+        Runtime::current().set_error_handler(move |p| {
+            s.lock().unwrap().push(p.problem().clone());
+        });
+        tx.send(Runtime::current().handle()).unwrap();
+        // The loop never runs: the thread ends once the closure was accepted.
+        go_rx.recv().unwrap();
+    });
+    let handle = rx.recv().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    handle
+        .spawn_boxed(Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }))
+        .unwrap();
+    go_tx.send(()).unwrap();
+    t.join().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![copas_core::Problem::RemoteSpawnLost]
+    );
+}

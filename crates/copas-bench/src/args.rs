@@ -157,6 +157,14 @@ impl Args {
             count,
             ca: self.values.get("ca").map(PathBuf::from),
             server_name: self.get("server-name", "localhost".to_owned())?,
+            send: self.values.get("send").cloned(),
+            server_pid: match self.values.get("server-pid") {
+                None => None,
+                Some(v) => Some(
+                    v.parse()
+                        .map_err(|_| format!("bad value '{v}' for --server-pid"))?,
+                ),
+            },
         })
     }
 

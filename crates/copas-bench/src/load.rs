@@ -16,6 +16,11 @@
 //!   `Connection: close` GET instead of an echo line.
 //! - `tls-echo` and `tls-handshake`: see [`crate::tls`].
 //!
+//! `--send TEXT` replaces the echo line by `TEXT\n` and counts any one line back as the
+//! answer, so the echo, open and churn loops drive any line protocol (`PING` → `PONG`).
+//! `--server-pid PID` samples that process in `/proc` at the window's edges and adds its
+//! CPU per request to the summary.
+//!
 //! Connections of the echo and http loops are spread over `--threads` threads, each with
 //! its own level-triggered epoll loop. Only requests sent (closed loop) or scheduled (open
 //! loop) inside the measured window count, and all their latencies are kept.
@@ -70,6 +75,8 @@ pub(crate) enum Protocol {
     Echo,
     /// `GET /`, answered by a response with a `Content-Length`.
     Http,
+    /// A given line, answered by any one line.
+    Line,
 }
 
 impl FromStr for Protocol {
@@ -104,6 +111,10 @@ pub(crate) struct LoadConfig {
     pub(crate) ca: Option<PathBuf>,
     /// TLS: the name the certificate must carry.
     pub(crate) server_name: String,
+    /// `--send`: the line to send instead of the echo message (without its `\n`).
+    pub(crate) send: Option<String>,
+    /// `--server-pid`: the server process to sample.
+    pub(crate) server_pid: Option<u32>,
 }
 
 /// The outcome of a measured window.
@@ -260,7 +271,32 @@ pub(crate) fn message(size: usize) -> Vec<u8> {
 const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
 const HTTP_GET_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
 
+/// The server process to sample at `measure` and `end`, and its samples.
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+static SERVER_SAMPLES: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
+
+/// The bytes of one request.
+fn request_bytes(cfg: &LoadConfig, proto: Protocol) -> Vec<u8> {
+    match proto {
+        Protocol::Echo => message(cfg.size),
+        Protocol::Http if cfg.mode == Mode::Churn => HTTP_GET_CLOSE.to_vec(),
+        Protocol::Http => HTTP_GET.to_vec(),
+        Protocol::Line => {
+            let mut v = cfg.send.clone().unwrap_or_default().into_bytes();
+            v.push(b'\n');
+            v
+        }
+    }
+}
+
 pub(crate) fn say(line: &str) {
+    if let (Some(&pid), "measure" | "end") = (SERVER_PID.get(), line) {
+        if let Ok(sample) = crate::procfs::sample(pid) {
+            if let Ok(mut v) = SERVER_SAMPLES.lock() {
+                v.push(sample.cpu);
+            }
+        }
+    }
     let mut out = io::stdout().lock();
     // The driver reading these lines is the only consumer; if it is gone, so are we.
     let _ = writeln!(out, "{line}");
@@ -278,13 +314,33 @@ pub(crate) fn run(cfg: &LoadConfig) -> io::Result<()> {
     if cfg.idle {
         return hold_idle(cfg);
     }
+    if let Some(pid) = cfg.server_pid {
+        crate::procfs::sample(pid).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("--server-pid {pid}: cannot read /proc/{pid}: {e}"),
+            )
+        })?;
+        let _ = SERVER_PID.set(pid);
+    }
     let result = match cfg.mode {
         Mode::Echo | Mode::Http => run_loops(cfg)?,
         Mode::Churn => run_churn(cfg)?,
         Mode::TlsEcho | Mode::TlsHandshake => crate::tls::run_load(cfg)?,
     };
     say(&result.to_line());
-    say(&result.summary(cfg.mode));
+    let mut summary = result.summary(cfg.mode);
+    if let Ok(v) = SERVER_SAMPLES.lock() {
+        if let [t0, t1] = v[..] {
+            let cpu = t1.saturating_sub(t0);
+            summary.push_str(&format!(
+                "; server CPU {:.2} µs per request ({:.0}% of a core)",
+                cpu.as_secs_f64() * 1e6 / result.round_trips.max(1) as f64,
+                cpu.as_secs_f64() * 100.0 / result.seconds.max(1e-9)
+            ));
+        }
+    }
+    say(&summary);
     Ok(())
 }
 
@@ -312,15 +368,12 @@ struct Stop {
 }
 
 fn run_loops(cfg: &LoadConfig) -> io::Result<LoadResult> {
-    let proto = if cfg.mode == Mode::Http {
-        Protocol::Http
-    } else {
-        Protocol::Echo
+    let proto = match (cfg.mode, &cfg.send) {
+        (Mode::Http, _) => Protocol::Http,
+        (_, Some(_)) => Protocol::Line,
+        _ => Protocol::Echo,
     };
-    let request: Arc<Vec<u8>> = Arc::new(match proto {
-        Protocol::Echo => message(cfg.size),
-        Protocol::Http => HTTP_GET.to_vec(),
-    });
+    let request: Arc<Vec<u8>> = Arc::new(request_bytes(cfg, proto));
     let n_groups = cfg.threads.clamp(1, cfg.connections.max(1));
     let mut groups: Vec<Vec<(usize, TcpStream)>> = (0..n_groups).map(|_| Vec::new()).collect();
     for i in 0..cfg.connections.max(1) {
@@ -450,6 +503,7 @@ impl Client {
                 self.rx_echo -= n * req_len;
                 Ok(n)
             }
+            Protocol::Line => Ok(got.iter().filter(|&&b| b == b'\n').count()),
             Protocol::Http => {
                 self.rx.extend_from_slice(got);
                 let mut n = 0;
@@ -718,17 +772,18 @@ fn drive(
 /// closes, again and again. Counts the cycles started inside the window and completed
 /// before its end; latency is the whole cycle (connect to answer).
 fn run_churn(cfg: &LoadConfig) -> io::Result<LoadResult> {
-    let request = Arc::new(match cfg.protocol {
-        Protocol::Echo => message(cfg.size),
-        Protocol::Http => HTTP_GET_CLOSE.to_vec(),
-    });
+    let protocol = match (cfg.protocol, &cfg.send) {
+        (Protocol::Echo, Some(_)) => Protocol::Line,
+        (p, _) => p,
+    };
+    let request = Arc::new(request_bytes(cfg, protocol));
     let start = Instant::now();
     let warm_end = start + cfg.warmup;
     let end = warm_end + cfg.duration;
     let handles: Vec<_> = (0..cfg.connections.max(1))
         .map(|_| {
             let request = request.clone();
-            let (addr, proto) = (cfg.addr, cfg.protocol);
+            let (addr, proto) = (cfg.addr, protocol);
             std::thread::spawn(move || churn_client(addr, proto, &request, warm_end, end))
         })
         .collect();
@@ -788,6 +843,16 @@ fn churn_once(
         Protocol::Echo => {
             buf.resize(request.len(), 0);
             s.read_exact(buf)?;
+        }
+        Protocol::Line => {
+            let mut r = io::BufReader::new(&mut s);
+            buf.clear();
+            if r.read_until(b'\n', buf)? == 0 || buf.last() != Some(&b'\n') {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed before a whole line",
+                ));
+            }
         }
         Protocol::Http => {
             buf.clear();
@@ -927,6 +992,8 @@ mod tests {
             count: None,
             ca: None,
             server_name: String::new(),
+            send: None,
+            server_pid: None,
         };
         let r = run_loops(&cfg).unwrap();
         assert_eq!(r.errors, 0, "{}", r.first_error);
@@ -965,6 +1032,8 @@ mod tests {
             count: Some(777),
             ca: None,
             server_name: String::new(),
+            send: None,
+            server_pid: None,
         };
         let r = run_loops(&cfg).unwrap();
         assert_eq!(r.round_trips, 777);

@@ -77,6 +77,9 @@ LOAD (copas-bench load --addr HOST:PORT ...):
                             from the scheduled send time (echo and http modes)
     --count N               closed loop: stop after N requests instead of a duration
     --size BYTES --warmup SECS --duration SECS --threads N
+    --send TEXT             send the line TEXT instead of an echo line; any one line back is
+                            the answer (drives any line protocol: --send PING)
+    --server-pid PID        sample that process's CPU in /proc and report it per request
     --ca PEM --server-name NAME   TLS modes: the certificate to trust [name: localhost]
     --hold                  open --connections, one round trip each, hold until stdin closes
 ";

@@ -280,6 +280,8 @@ mod tests {
                 count: None,
                 ca: Some(cert.clone()),
                 server_name: "localhost".to_owned(),
+                send: None,
+                server_pid: None,
             };
             let r = run_load(&cfg).unwrap();
             assert_eq!(r.errors, 0, "{mode:?}: {}", r.first_error);

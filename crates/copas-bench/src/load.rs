@@ -1039,4 +1039,79 @@ mod tests {
         assert_eq!(r.round_trips, 777);
         assert_eq!(r.errors, 0);
     }
+
+    fn spawn_server(serve: fn(&str) -> io::Result<()>) -> SocketAddr {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        std::thread::spawn(move || serve(&addr.to_string()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "the server never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        addr
+    }
+
+    fn counted(addr: SocketAddr, mode: Mode, send: Option<&str>, n: u64) -> LoadConfig {
+        LoadConfig {
+            addr,
+            mode,
+            protocol: Protocol::Echo,
+            connections: 5,
+            size: 32,
+            warmup: Duration::ZERO,
+            duration: Duration::ZERO,
+            threads: 2,
+            idle: false,
+            rate: None,
+            count: Some(n),
+            ca: None,
+            server_name: String::new(),
+            send: send.map(str::to_owned),
+            server_pid: None,
+        }
+    }
+
+    /// HTTP mode against the epoll HTTP server: every keep-alive request is answered.
+    #[test]
+    fn http_mode_against_the_epoll_http_server() {
+        let addr = spawn_server(crate::serve_epoll::serve_http);
+        let r = run_loops(&counted(addr, Mode::Http, None, 500)).unwrap();
+        assert_eq!((r.round_trips, r.errors), (500, 0), "{}", r.first_error);
+    }
+
+    /// `--send`: a given line, any one line back; in the loops and in churn.
+    #[test]
+    fn line_mode_counts_lines() {
+        let addr = spawn_server(crate::serve_epoll::serve);
+        let r = run_loops(&counted(addr, Mode::Echo, Some("PING"), 300)).unwrap();
+        assert_eq!((r.round_trips, r.errors), (300, 0), "{}", r.first_error);
+        let mut cfg = counted(addr, Mode::Churn, Some("PING"), 1);
+        cfg.count = None;
+        cfg.connections = 2;
+        cfg.duration = Duration::from_millis(300);
+        let r = run_churn(&cfg).unwrap();
+        assert_eq!(r.errors, 0, "{}", r.first_error);
+        assert!(r.round_trips > 0);
+    }
+
+    /// A server that answers with the wrong thing is an error, not a count.
+    #[test]
+    fn churn_reports_a_refusing_server() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // Nothing listens on `addr` any more: every connect is refused.
+        let mut cfg = counted(addr, Mode::Churn, None, 1);
+        cfg.count = None;
+        cfg.connections = 1;
+        cfg.duration = Duration::from_millis(200);
+        let r = run_churn(&cfg).unwrap();
+        assert_eq!(r.round_trips, 0);
+        assert!(r.errors > 0);
+        assert!(r.first_error.contains("refused"), "{}", r.first_error);
+    }
 }

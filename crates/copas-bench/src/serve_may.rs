@@ -105,3 +105,38 @@ pub(crate) fn serve_http(addr: &str, workers: usize) -> io::Result<()> {
         .join()
         .map_err(|_| io::Error::other("the may_minihttp server panicked"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn may_echoes_lines_and_closes_on_quit() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        std::thread::spawn(move || super::serve(&addr.to_string(), 1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("the may server never listened: {e}"),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"one\r\ntwo\n").unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut got = String::new();
+        r.read_line(&mut got).unwrap();
+        r.read_line(&mut got).unwrap();
+        assert_eq!(got, "one\ntwo\n");
+        s.write_all(b"quit\n").unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(r.read_to_end(&mut rest).unwrap(), 0);
+    }
+}

@@ -430,7 +430,7 @@ fn run_loops(cfg: &LoadConfig) -> io::Result<LoadResult> {
     };
     // Keep the connections open a little longer: the driver samples the server's memory
     // and threads when it reads `end`, and they must still be there.
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(100));
     drop(open);
     Ok(tally.finish(seconds, cfg.rate.unwrap_or(0.0)))
 }

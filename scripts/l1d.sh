@@ -22,7 +22,9 @@
 #   L1D_NO_BUILD     set to 1 to skip cargo build
 #
 # The cache model is cachegrind's default for this machine (it reads the host's cache
-# sizes; on a KVM guest it may fall back to its own defaults and says so on stderr).
+# sizes; on a KVM guest it may fall back to its own defaults and says so on stderr). Only
+# user space is simulated: the kernel's copies into and out of the servers' buffers do
+# not evict or fill the simulated cache, so the numbers are the servers' own misses.
 # Exits non-zero when a server fails to start or a load run fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +70,7 @@ trap cleanup EXIT
 free_port() {
     local p
     for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((20000 + RANDOM % 12000))  # below the ephemeral range (32768-)
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0
@@ -131,8 +133,11 @@ results="$work/results"
 : >"$results"
 for s in "${servers[@]}"; do
     echo "== $s: $small and $large requests over $connections connections" >&2
-    read -r ir1 r1 w1 <<<"$(measure "$s" "$small")"
-    read -r ir2 r2 w2 <<<"$(measure "$s" "$large")"
+    # `measure` exits its subshell on failure; stop here too.
+    m1="$(measure "$s" "$small")" || exit 1
+    m2="$(measure "$s" "$large")" || exit 1
+    read -r ir1 r1 w1 <<<"$m1"
+    read -r ir2 r2 w2 <<<"$m2"
     echo "   raw: $small requests: Ir $ir1, D1mr $r1, D1mw $w1; $large requests: Ir $ir2, D1mr $r2, D1mw $w2" >&2
     if [ "$ir2" -le "$ir1" ]; then
         echo "l1d: $s: the $large-request run counted fewer instructions than the $small-request run; run again" >&2

@@ -430,7 +430,8 @@ impl Paths {
 fn help_text(program: &Path) -> io::Result<String> {
     let mut child = Guard::spawn({
         let mut c = Command::new(program);
-        c.arg("--help")
+        // If it does not know `--help` and starts serving, let it take a free port.
+        c.args(["--help", "--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -99,6 +99,9 @@ impl HttpServiceFactory for HelloFactory {
 /// Serves may_minihttp's hello world on `addr` until killed.
 pub(crate) fn serve_http(addr: &str, workers: usize) -> io::Result<()> {
     configure(workers);
+    // may_minihttp does not tell the address it bound: resolve port 0 here first (the
+    // port is free once this probe closes; the race with other programs is accepted).
+    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
     let server = HelloFactory.start(addr)?;
     println!("may_minihttp listening on http://{addr}/");
     server

@@ -8,7 +8,8 @@
 # CONNECTIONS connections); the difference of the two runs divided by LARGE - SMALL
 # removes start-up and shutdown, leaving the per-request cost. Prints a Markdown table:
 # instructions, D1 read misses, D1 write misses and their sum per request, and the ratio
-# of the sum to the first server's. Takes 1-3 minutes (cachegrind runs some 50x slower).
+# of the sum to the first server's. About 30 s for four servers (cachegrind runs some 50x
+# slower).
 #
 #   scripts/l1d.sh
 #   L1D_SERVERS="copas tokio epoll may_minihttp" L1D_CONNECTIONS=400 scripts/l1d.sh

@@ -659,7 +659,8 @@ fn other_cpu(m0: (u64, u64), m1: (u64, u64), ours: Duration) -> f64 {
 }
 
 /// An HTTP cell with `wrk`: a warm-up run, then the measured run with the server's CPU
-/// sampled around it (wrk's own CPU comes from our children's times once it is reaped).
+/// sampled around it (wrk's own CPU comes from our children's times once it is reaped),
+/// and its memory and threads near the end of the run, while wrk's connections are open.
 fn measure_wrk(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<LoadCell> {
     let (mut server, addr) = start_server(paths, kind, opts.pin)?;
     let url = format!("http://{addr}/");
@@ -687,7 +688,11 @@ fn measure_wrk(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<Lo
     let s0 = procfs::sample(server.pid())?;
     let c0 = procfs::children_cpu()?;
     let m0 = procfs::machine_ticks()?;
-    let out = wrk(opts.duration).output()?;
+    let run = wrk(opts.duration).spawn()?;
+    // Memory and threads while wrk's connections are open (CPU is taken around the run).
+    std::thread::sleep(opts.duration.mul_f64(0.9));
+    let during = procfs::sample(server.pid()).unwrap_or(s0);
+    let out = run.wait_with_output()?;
     let m1 = procfs::machine_ticks()?;
     let c1 = procfs::children_cpu()?;
     let s1 = procfs::sample(server.pid()).unwrap_or(s0);
@@ -702,7 +707,10 @@ fn measure_wrk(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<Lo
         load,
         server_cpu: s1.cpu.saturating_sub(s0.cpu),
         load_cpu: c1.saturating_sub(c0),
-        server_end: s1,
+        server_end: ProcSample {
+            cpu: s1.cpu,
+            ..during
+        },
         ..LoadCell::default()
     };
     cell.other_cpu_pct = other_cpu(m0, m1, cell.server_cpu + cell.load_cpu);

@@ -102,6 +102,20 @@ impl ServerKind {
         }
     }
 
+    /// The echo server of the same family, which `--servers` names.
+    pub(crate) fn family(self) -> ServerKind {
+        use ServerKind::*;
+        match self {
+            Copas | CopasT2 | CopasHttp | CopasHttpT2 | CopasTls => Copas,
+            Threads | ThreadsHttp => Threads,
+            Tokio | TokioMt2 | TokioHttp | TokioHttpMt2 | TokioTls => Tokio,
+            Epoll | EpollHttp => Epoll,
+            May | MayT2 | MayHttp | MayHttpT2 => May,
+            Lua => Lua,
+            Hooked => Hooked,
+        }
+    }
+
     pub(crate) fn description(self) -> &'static str {
         use ServerKind::*;
         match self {
@@ -921,6 +935,12 @@ fn plan(opts: &Options) -> Vec<(Table, Vec<ServerKind>)> {
         t.push((Table::TlsEcho, vec![CopasTls, TokioTls]));
         t.push((Table::TlsHandshake, vec![CopasTls, TokioTls]));
     }
+    // `--servers` names families: `tokio` also selects tokio's HTTP, 2-worker and TLS
+    // servers.
+    for (_, servers) in &mut t {
+        servers.retain(|k| opts.servers.contains(&k.family()));
+    }
+    t.retain(|(_, servers)| !servers.is_empty());
     t
 }
 

@@ -48,8 +48,9 @@ USAGE:
 OPTIONS (comparison):
     --quick                 one short pass over a smaller matrix (about a minute)
     --sections LIST         any of echo,mt2,churn,open,http,tls,idle [default: all]
-    --servers LIST          echo servers: any of copas,threads,tokio,epoll,may,lua-copas,
-                            copas-hook [default: all; absent ones are skipped with a note]
+    --servers LIST          any of copas,threads,tokio,epoll,may,lua-copas,copas-hook
+                            [default: all; absent ones are skipped with a note]; a name
+                            also selects its HTTP, 2-thread and TLS servers
     --connections LIST      echo connection counts [default: 1,50,1000]
     --size BYTES            echo message size, including the \\n [default: 64]
     --idle N                idle connections for the memory test [default: 10000]

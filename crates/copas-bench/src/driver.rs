@@ -1237,6 +1237,14 @@ Requests/sec: 123456.00
     }
 
     #[test]
+    fn help_text_reads_output_and_gives_up_on_servers() {
+        // `echo` prints its arguments and exits: the probe passes `--help` and a free port.
+        let text = help_text(Path::new("/bin/echo")).unwrap();
+        assert!(text.contains("--help --addr 127.0.0.1:0"), "{text}");
+        assert!(help_text(Path::new("/nonexistent/program")).is_err());
+    }
+
+    #[test]
     fn plan_has_every_section() {
         let opts = crate::args::Args::parse(&[]).unwrap().options().unwrap();
         let p = plan(&opts);

@@ -565,7 +565,8 @@ pub(crate) fn svg(opts: &Options, m: &Measurements) -> String {
     let http = of(&|t| matches!(t, Table::Http | Table::HttpT2));
     let open = of(&|t| matches!(t, Table::Open(_)));
     let churn = of(&|t| t == Table::Churn);
-    let tls = of(&|t| matches!(t, Table::TlsEcho | Table::TlsHandshake));
+    let tls_echo = of(&|t| t == Table::TlsEcho);
+    let tls_hs = of(&|t| t == Table::TlsHandshake);
     let mut panels = vec![
         Panel {
             title: "echo round trips/s (higher is better)".into(),
@@ -592,6 +593,10 @@ pub(crate) fn svg(opts: &Options, m: &Measurements) -> String {
             groups: group(&open, &|r| r.p99_us),
         },
         Panel {
+            title: "open loop: p50 µs from scheduled send (lower is better)".into(),
+            groups: group(&open, &|r| r.p50_us),
+        },
+        Panel {
             title: "churn: connects/s (higher is better)".into(),
             groups: group(&churn, &|r| r.rps),
         },
@@ -600,8 +605,12 @@ pub(crate) fn svg(opts: &Options, m: &Measurements) -> String {
             groups: group(&churn, &|r| r.cpu_us),
         },
         Panel {
-            title: "TLS: round trips/s and handshakes/s (higher is better)".into(),
-            groups: group(&tls, &|r| r.rps),
+            title: "TLS echo round trips/s (higher is better)".into(),
+            groups: group(&tls_echo, &|r| r.rps),
+        },
+        Panel {
+            title: "TLS full handshakes/s (higher is better)".into(),
+            groups: group(&tls_hs, &|r| r.rps),
         },
     ];
     if !m.idle_servers.is_empty() {

@@ -66,7 +66,9 @@ fn main() {
         .unwrap_or_else(|e| cli::cannot_listen("echo_threads", &addr, &e));
     println!(
         "thread-per-connection echo server listening on {}",
-        listener.local_addr().expect("a bound listener has an address")
+        listener
+            .local_addr()
+            .expect("a bound listener has an address")
     );
     for stream in listener.incoming() {
         match stream {

@@ -87,7 +87,9 @@ fn main() {
         .unwrap_or_else(|e| cli::cannot_listen("http_threads", &addr, &e));
     println!(
         "thread-per-connection http server listening on http://{}/",
-        listener.local_addr().expect("a bound listener has an address")
+        listener
+            .local_addr()
+            .expect("a bound listener has an address")
     );
     for stream in listener.incoming() {
         match stream {

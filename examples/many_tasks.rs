@@ -55,7 +55,10 @@ fn main() {
         .collect();
     // One step starts every task; each then sleeps on its timer.
     if let Err(e) = copas::Runtime::current().step(Some(Duration::ZERO)) {
-        cli::fail("many_tasks", &format!("the loop failed: {}", cli::describe(&e)));
+        cli::fail(
+            "many_tasks",
+            &format!("the loop failed: {}", cli::describe(&e)),
+        );
     }
     let spawned = start.elapsed();
     let stats = copas::Runtime::current().stats();

@@ -1,8 +1,6 @@
 //! HTTP request-head parsing and responses shared by `http.rs` and `http_threads.rs`.
 
-
 use httparse::Status;
-
 
 /// The largest request head accepted.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;

@@ -100,13 +100,19 @@ struct Parser {
     max_request: usize,
 }
 
+/// A length line that is not a number ended by `\r\n`.
+enum BadLength {
+    /// Longer than any number can be.
+    TooLong,
+    Invalid,
+}
+
 /// Parses a length line at the front of `buf` (after its `*` or `$`): `Ok(None)` if it is
-/// incomplete, `Ok(Some((value, bytes used including \r\n)))`, or `Err` if it is not a
-/// number ended by `\r\n`.
-fn length_line(buf: &[u8]) -> Result<Option<(i64, usize)>, ()> {
+/// incomplete, else the number and the bytes used, `\r\n` included.
+fn length_line(buf: &[u8]) -> Result<Option<(i64, usize)>, BadLength> {
     let Some(cr) = buf.iter().take(MAX_LENGTH_LINE).position(|&b| b == b'\r') else {
         return if buf.len() >= MAX_LENGTH_LINE {
-            Err(())
+            Err(BadLength::TooLong)
         } else {
             Ok(None)
         };
@@ -115,9 +121,11 @@ fn length_line(buf: &[u8]) -> Result<Option<(i64, usize)>, ()> {
         return Ok(None);
     }
     if buf[cr + 1] != b'\n' {
-        return Err(());
+        return Err(BadLength::Invalid);
     }
-    parse_int(&buf[..cr]).map(|n| Some((n, cr + 2))).ok_or(())
+    parse_int(&buf[..cr])
+        .map(|n| Some((n, cr + 2)))
+        .ok_or(BadLength::Invalid)
 }
 
 impl Parser {
@@ -138,13 +146,8 @@ impl Parser {
             let (n, used) = match length_line(&buf[1..]) {
                 Ok(Some(v)) => v,
                 Ok(None) => return Parsed::Partial,
-                Err(()) => {
-                    return protocol_error(if buf.len() > MAX_LENGTH_LINE {
-                        "too big mbulk count string"
-                    } else {
-                        "invalid multibulk length"
-                    })
-                }
+                Err(BadLength::TooLong) => return protocol_error("too big mbulk count string"),
+                Err(BadLength::Invalid) => return protocol_error("invalid multibulk length"),
             };
             if n <= 0 {
                 return Parsed::Empty(1 + used);
@@ -169,9 +172,12 @@ impl Parser {
             let (n, used) = match length_line(&rest[1..]) {
                 Ok(Some(v)) => v,
                 Ok(None) => return Parsed::Partial,
-                Err(()) => {
+                Err(e) => {
                     self.pos = 0;
-                    return protocol_error("invalid bulk length");
+                    return protocol_error(match e {
+                        BadLength::TooLong => "too big bulk count string",
+                        BadLength::Invalid => "invalid bulk length",
+                    });
                 }
             };
             let start = self.pos + 1 + used;

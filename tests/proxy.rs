@@ -304,15 +304,17 @@ fn a_client_that_does_not_read_holds_the_upstream_back() {
         );
         assert!(Instant::now() < deadline, "the upstream never stalled");
     }
-    // Kernel buffers on the way hold some MiB; the proxy itself holds at most ~160 KiB.
+    // Kernel buffers on the way hold some MiB; the proxy itself holds at most ~160 KiB
+    // per connection, so its RSS grows by far less than the 4 MiB allowed below.
     assert!(
         last < 48 * 1024 * 1024,
         "{last} bytes went into a non-reading client"
     );
     let rss = server.rss_kib();
+    println!("stalled after {last} bytes; proxy RSS {rss_before} -> {rss} KiB");
     if rss_before > 0 {
         assert!(
-            rss < rss_before + 16 * 1024,
+            rss < rss_before + 4 * 1024,
             "proxy RSS grew from {rss_before} to {rss} KiB"
         );
     }
@@ -333,7 +335,7 @@ fn a_client_that_does_not_read_holds_the_upstream_back() {
     }
     if rss_before > 0 {
         assert!(
-            max_rss < rss_before + 16 * 1024,
+            max_rss < rss_before + 4 * 1024,
             "proxy RSS reached {max_rss} KiB"
         );
     }
@@ -375,9 +377,10 @@ fn an_upstream_that_does_not_read_holds_the_client_back() {
         assert!(sent < 256 * 1024 * 1024, "the proxy took everything");
     }
     let rss = server.rss_kib();
+    println!("stalled after {sent} bytes; proxy RSS {rss_before} -> {rss} KiB");
     if rss_before > 0 {
         assert!(
-            rss < rss_before + 16 * 1024,
+            rss < rss_before + 4 * 1024,
             "proxy RSS grew from {rss_before} to {rss} KiB"
         );
     }

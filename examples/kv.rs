@@ -1183,7 +1183,7 @@ fn mget(ctx: &mut Ctx<'_>, a: Argv<'_>) {
 }
 
 fn mset(ctx: &mut Ctx<'_>, a: Argv<'_>) {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return arity_error(ctx.out, "mset");
     }
     for i in (1..a.len()).step_by(2) {

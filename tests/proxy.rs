@@ -190,9 +190,7 @@ fn refused_upstream_closes_the_client_promptly() {
         assert!(Instant::now() < deadline, "stderr: {}", server.stderr());
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(server
-        .stderr()
-        .contains(&format!("cannot connect 127.0.0.1:")));
+    assert!(server.stderr().contains("cannot connect 127.0.0.1:"));
 }
 
 /// Closes `s` with a reset (SO_LINGER 0).

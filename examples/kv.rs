@@ -1063,6 +1063,16 @@ fn set(ctx: &mut Ctx<'_>, a: Argv<'_>) {
         }
         i += 1;
     }
+    if !(nx || xx || want_old) {
+        // The common case: one hash lookup.
+        ctx.db.expire_if_due(key);
+        ctx.db.set(key, value, keep_ttl);
+        if let Some(ms) = ttl_ms {
+            let deadline = deadline_after(ctx.db, ms).unwrap_or(u64::MAX);
+            ctx.db.set_deadline(key, deadline);
+        }
+        return ctx.out.ok();
+    }
     let exists = match ctx.db.get(key) {
         None => false,
         Some(Entry {

@@ -1594,13 +1594,6 @@ fn glob_nocase(pattern: &[u8], s: &[u8]) -> bool {
 /// Redis-style glob: `*`, `?`, `[abc]`, `[^a-z]`, `\x`. Linear backtracking: only the most
 /// recent `*` is ever retried, which is enough because `*` matches any run.
 fn glob_with(p: &[u8], s: &[u8], nocase: bool) -> bool {
-    let eq = |a: u8, b: u8| {
-        if nocase {
-            a.eq_ignore_ascii_case(&b)
-        } else {
-            a == b
-        }
-    };
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
@@ -1610,7 +1603,7 @@ fn glob_with(p: &[u8], s: &[u8], nocase: bool) -> bool {
             continue;
         }
         if pi < p.len() {
-            if let Some(next) = match_one(p, pi, s[si], &eq) {
+            if let Some(next) = match_one(p, pi, s[si], nocase) {
                 pi = next;
                 si += 1;
                 continue;
@@ -1630,7 +1623,14 @@ fn glob_with(p: &[u8], s: &[u8], nocase: bool) -> bool {
 
 /// Whether the pattern element at `p[pi]` (not `*`) matches byte `c`; the index after
 /// the element if so.
-fn match_one(p: &[u8], pi: usize, c: u8, eq: &dyn Fn(u8, u8) -> bool) -> Option<usize> {
+fn match_one(p: &[u8], pi: usize, c: u8, nocase: bool) -> Option<usize> {
+    let eq = |a: u8, b: u8| {
+        if nocase {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
     match p[pi] {
         b'?' => Some(pi + 1),
         b'\\' if pi + 1 < p.len() => eq(p[pi + 1], c).then_some(pi + 2),
@@ -1647,8 +1647,7 @@ fn match_one(p: &[u8], pi: usize, c: u8, eq: &dyn Fn(u8, u8) -> bool) -> Option<
                     i += 2;
                 } else if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
                     let (lo, hi) = (p[i].min(p[i + 2]), p[i].max(p[i + 2]));
-                    hit |= (lo..=hi).contains(&c)
-                        || (nocase_range(lo, hi, c) && eq(c, c.to_ascii_lowercase()));
+                    hit |= (lo..=hi).contains(&c) || (nocase && nocase_range(lo, hi, c));
                     i += 3;
                 } else {
                     hit |= eq(p[i], c);

@@ -204,6 +204,14 @@ fn strings_counters_and_keys() {
         c.cmd(&["KEYS", "user:[0-1]"]),
         Array(Some(vec![bulk("user:1")]))
     );
+    assert_eq!(
+        c.cmd(&["KEYS", "[A-Z]sr"]),
+        Array(Some(vec![])),
+        "globs are case-sensitive"
+    );
+    assert_eq!(c.cmd(&["KEYS", "u\\sr"]), Array(Some(vec![bulk("usr")])));
+    assert_eq!(c.cmd(&["KEYS", "*2*"]), Array(Some(vec![bulk("user:22")])));
+    assert_eq!(c.cmd(&["KEYS", "*:*1"]), Array(Some(vec![bulk("user:1")])));
     assert_eq!(c.cmd(&["TYPE", "a"]), Simple("string".into()));
     assert_eq!(c.cmd(&["TYPE", "zzz"]), Simple("none".into()));
     assert_eq!(c.cmd(&["SELECT", "0"]), ok());

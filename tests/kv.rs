@@ -224,6 +224,12 @@ fn strings_counters_and_keys() {
     assert_eq!(c.read(), ok());
     c.send(&[b"GET", b"\x00\xff\r\n"]);
     assert_eq!(c.read(), Bulk(Some(blob)));
+    // A value near the default 16 MiB limit, arriving in many reads.
+    let large: Vec<u8> = (0..15 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    c.send(&[b"SET", b"large", &large]);
+    assert_eq!(c.read(), ok());
+    c.send(&[b"GET", b"large"]);
+    assert_eq!(c.read(), Bulk(Some(large)));
     assert_eq!(c.cmd(&["QUIT"]), ok());
     c.assert_closed();
 }

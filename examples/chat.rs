@@ -19,10 +19,10 @@ use std::rc::Rc;
 use copas::sync::Queue;
 use copas::Bytes;
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::cli::{self, Args};
+use cli::Args;
 
 const USAGE: &str = "\
 Usage: chat [--addr HOST:PORT]

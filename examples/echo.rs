@@ -11,10 +11,10 @@ use std::io;
 
 use copas::TcpStream;
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::cli::{self, Args};
+use cli::Args;
 
 const USAGE: &str = "\
 Usage: echo [--addr HOST:PORT]

@@ -11,10 +11,10 @@
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::cli::{self, Args};
+use cli::Args;
 
 const USAGE: &str = "\
 Usage: echo_threads [--addr HOST:PORT]

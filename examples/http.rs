@@ -20,11 +20,13 @@ use std::io::{self, BufRead};
 
 use copas::TcpStream;
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::cli::{self, Args};
-use support::http::{parse, Parsed, BODY};
+use cli::Args;
+use support::{parse, Parsed, BODY};
 
 const USAGE: &str = "\
 Usage: http [--addr HOST:PORT]
@@ -61,7 +63,7 @@ fn respond(conn: &mut TcpStream, keep_alive: bool, head_only: bool) -> io::Resul
 
 fn respond_error(conn: &mut TcpStream, status: u16) -> io::Result<()> {
     let mut out = Vec::new();
-    support::http::respond_error(&mut out, "copas", status);
+    support::respond_error(&mut out, "copas", status);
     conn.send(&out)
 }
 

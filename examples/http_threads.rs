@@ -18,11 +18,13 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::cli::{self, Args};
-use support::http::{parse, respond, respond_error, Parsed};
+use cli::Args;
+use support::{parse, respond, respond_error, Parsed};
 
 const USAGE: &str = "\
 Usage: http_threads [--addr HOST:PORT]

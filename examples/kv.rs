@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 
 use copas::TcpStream;
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::cli::{self, Args};
+use cli::Args;
 
 const USAGE: &str = "\
 Usage: kv [--addr HOST:PORT] [--max-request BYTES]

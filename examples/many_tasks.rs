@@ -8,10 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::cli::{self, Args};
+use cli::Args;
 
 const USAGE: &str = "\
 Usage: many_tasks [N]

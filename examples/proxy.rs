@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use copas::{ReadHalf, TcpStream, WriteHalf};
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::cli::{self, Args};
+use cli::Args;
 
 const USAGE: &str = "\
 Usage: proxy --upstream HOST:PORT [--addr HOST:PORT]

@@ -10,10 +10,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::cli::{self, Args};
+use cli::Args;
 
 const USAGE: &str = "\
 Usage: timers

@@ -2,7 +2,9 @@
 //! `--addr=HOST:PORT`), positional arguments, and errors printed as sentences.
 //!
 //! Exit codes: 0 after `--help`, 2 for a command-line mistake (with a hint to try
-//! `--help`), 1 for a failure at run time such as a port already in use.
+//! `--help`), 1 for a failure at run time such as a port already in use. Every example
+//! includes it with `#[path = "support/cli.rs"] mod cli;`.
+#![allow(dead_code)]
 
 use std::io;
 use std::process::exit;

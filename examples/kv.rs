@@ -665,296 +665,41 @@ macro_rules! cmd {
 }
 
 /// Every command, the ones redis-benchmark hammers first (lookup is a linear scan).
+#[rustfmt::skip]
 static COMMANDS: &[Command] = &[
-    cmd!(
-        "GET",
-        2,
-        R,
-        ONE,
-        "string",
-        "Returns the string value of a key.",
-        get
-    ),
-    cmd!(
-        "SET",
-        -3,
-        W,
-        ONE,
-        "string",
-        "Sets the string value of a key, with options.",
-        set
-    ),
-    cmd!(
-        "PING",
-        -1,
-        F,
-        NONE,
-        "connection",
-        "Returns PONG, or the argument.",
-        ping
-    ),
-    cmd!(
-        "INCR",
-        2,
-        W,
-        ONE,
-        "string",
-        "Increments the integer value of a key by one.",
-        incr
-    ),
-    cmd!(
-        "MGET",
-        -2,
-        R,
-        ALL,
-        "string",
-        "Returns the values of several keys.",
-        mget
-    ),
-    cmd!(
-        "MSET",
-        -3,
-        W,
-        (1, -1, 2),
-        "string",
-        "Sets several keys.",
-        mset
-    ),
+    cmd!("GET", 2, R, ONE, "string", "Returns the string value of a key.", get),
+    cmd!("SET", -3, W, ONE, "string", "Sets the string value of a key, with options.", set),
+    cmd!("PING", -1, F, NONE, "connection", "Returns PONG, or the argument.", ping),
+    cmd!("INCR", 2, W, ONE, "string", "Increments the integer value of a key by one.", incr),
+    cmd!("MGET", -2, R, ALL, "string", "Returns the values of several keys.", mget),
+    cmd!("MSET", -3, W, (1, -1, 2), "string", "Sets several keys.", mset),
     cmd!("DEL", -2, WS, ALL, "generic", "Deletes keys.", del),
-    cmd!(
-        "ECHO",
-        2,
-        F,
-        NONE,
-        "connection",
-        "Returns the given string.",
-        echo
-    ),
-    cmd!(
-        "GETSET",
-        3,
-        W,
-        ONE,
-        "string",
-        "Sets a key and returns its old value.",
-        getset
-    ),
-    cmd!(
-        "EXISTS",
-        -2,
-        R,
-        ALL,
-        "generic",
-        "Counts the given keys that exist.",
-        exists
-    ),
-    cmd!(
-        "DECR",
-        2,
-        W,
-        ONE,
-        "string",
-        "Decrements the integer value of a key by one.",
-        decr
-    ),
-    cmd!(
-        "INCRBY",
-        3,
-        W,
-        ONE,
-        "string",
-        "Increments the integer value of a key.",
-        incrby
-    ),
-    cmd!(
-        "DECRBY",
-        3,
-        W,
-        ONE,
-        "string",
-        "Decrements the integer value of a key.",
-        decrby
-    ),
-    cmd!(
-        "EXPIRE",
-        3,
-        W,
-        ONE,
-        "generic",
-        "Sets a key's time to live in seconds.",
-        expire
-    ),
-    cmd!(
-        "PEXPIRE",
-        3,
-        W,
-        ONE,
-        "generic",
-        "Sets a key's time to live in milliseconds.",
-        pexpire
-    ),
-    cmd!(
-        "TTL",
-        2,
-        R,
-        ONE,
-        "generic",
-        "Returns a key's time to live in seconds.",
-        ttl
-    ),
-    cmd!(
-        "PTTL",
-        2,
-        R,
-        ONE,
-        "generic",
-        "Returns a key's time to live in milliseconds.",
-        pttl
-    ),
-    cmd!(
-        "PERSIST",
-        2,
-        W,
-        ONE,
-        "generic",
-        "Removes a key's time to live.",
-        persist
-    ),
-    cmd!(
-        "TYPE",
-        2,
-        R,
-        ONE,
-        "generic",
-        "Returns the type of a key's value.",
-        type_of
-    ),
-    cmd!(
-        "DBSIZE",
-        1,
-        R,
-        NONE,
-        "server",
-        "Returns the number of keys.",
-        dbsize
-    ),
-    cmd!(
-        "FLUSHALL",
-        -1,
-        WS,
-        NONE,
-        "server",
-        "Deletes every key.",
-        flushall
-    ),
-    cmd!(
-        "KEYS",
-        2,
-        &["readonly"],
-        NONE,
-        "generic",
-        "Returns the keys matching a glob.",
-        keys
-    ),
-    cmd!(
-        "SELECT",
-        2,
-        F,
-        NONE,
-        "connection",
-        "Selects the database (only 0 exists).",
-        select
-    ),
-    cmd!(
-        "QUIT",
-        -1,
-        F,
-        NONE,
-        "connection",
-        "Closes the connection.",
-        quit
-    ),
-    cmd!(
-        "LPUSH",
-        -3,
-        W,
-        ONE,
-        "list",
-        "Prepends elements to a list.",
-        lpush
-    ),
-    cmd!(
-        "RPUSH",
-        -3,
-        W,
-        ONE,
-        "list",
-        "Appends elements to a list.",
-        rpush
-    ),
-    cmd!(
-        "LPOP",
-        2,
-        W,
-        ONE,
-        "list",
-        "Removes and returns the first element.",
-        lpop
-    ),
-    cmd!(
-        "RPOP",
-        2,
-        W,
-        ONE,
-        "list",
-        "Removes and returns the last element.",
-        rpop
-    ),
-    cmd!(
-        "LLEN",
-        2,
-        R,
-        ONE,
-        "list",
-        "Returns the length of a list.",
-        llen
-    ),
-    cmd!(
-        "LRANGE",
-        4,
-        &["readonly"],
-        ONE,
-        "list",
-        "Returns a range of a list.",
-        lrange
-    ),
-    cmd!(
-        "CONFIG",
-        -2,
-        &["admin"],
-        NONE,
-        "server",
-        "CONFIG GET parameter [parameter ...].",
-        config
-    ),
-    cmd!(
-        "CLIENT",
-        -2,
-        &["admin"],
-        NONE,
-        "connection",
-        "CLIENT SETNAME, GETNAME or ID.",
-        client
-    ),
-    cmd!(
-        "COMMAND",
-        -1,
-        &["loading"],
-        NONE,
-        "server",
-        "Describes the commands.",
-        command
-    ),
+    cmd!("ECHO", 2, F, NONE, "connection", "Returns the given string.", echo),
+    cmd!("GETSET", 3, W, ONE, "string", "Sets a key and returns its old value.", getset),
+    cmd!("EXISTS", -2, R, ALL, "generic", "Counts the given keys that exist.", exists),
+    cmd!("DECR", 2, W, ONE, "string", "Decrements the integer value of a key by one.", decr),
+    cmd!("INCRBY", 3, W, ONE, "string", "Increments the integer value of a key.", incrby),
+    cmd!("DECRBY", 3, W, ONE, "string", "Decrements the integer value of a key.", decrby),
+    cmd!("EXPIRE", 3, W, ONE, "generic", "Sets a key's time to live in seconds.", expire),
+    cmd!("PEXPIRE", 3, W, ONE, "generic", "Sets a key's time to live in milliseconds.", pexpire),
+    cmd!("TTL", 2, R, ONE, "generic", "Returns a key's time to live in seconds.", ttl),
+    cmd!("PTTL", 2, R, ONE, "generic", "Returns a key's time to live in milliseconds.", pttl),
+    cmd!("PERSIST", 2, W, ONE, "generic", "Removes a key's time to live.", persist),
+    cmd!("TYPE", 2, R, ONE, "generic", "Returns the type of a key's value.", type_of),
+    cmd!("DBSIZE", 1, R, NONE, "server", "Returns the number of keys.", dbsize),
+    cmd!("FLUSHALL", -1, WS, NONE, "server", "Deletes every key.", flushall),
+    cmd!("KEYS", 2, &["readonly"], NONE, "generic", "Returns the keys matching a glob.", keys),
+    cmd!("SELECT", 2, F, NONE, "connection", "Selects the database (only 0 exists).", select),
+    cmd!("QUIT", -1, F, NONE, "connection", "Closes the connection.", quit),
+    cmd!("LPUSH", -3, W, ONE, "list", "Prepends elements to a list.", lpush),
+    cmd!("RPUSH", -3, W, ONE, "list", "Appends elements to a list.", rpush),
+    cmd!("LPOP", 2, W, ONE, "list", "Removes and returns the first element.", lpop),
+    cmd!("RPOP", 2, W, ONE, "list", "Removes and returns the last element.", rpop),
+    cmd!("LLEN", 2, R, ONE, "list", "Returns the length of a list.", llen),
+    cmd!("LRANGE", 4, &["readonly"], ONE, "list", "Returns a range of a list.", lrange),
+    cmd!("CONFIG", -2, &["admin"], NONE, "server", "CONFIG GET parameter [parameter ...].", config),
+    cmd!("CLIENT", -2, &["admin"], NONE, "connection", "CLIENT SETNAME, GETNAME or ID.", client),
+    cmd!("COMMAND", -1, &["loading"], NONE, "server", "Describes the commands.", command),
 ];
 
 fn lookup(name: &[u8]) -> Option<&'static Command> {

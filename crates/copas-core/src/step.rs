@@ -1,0 +1,212 @@
+//! One step of the loop: take what other threads sent, fire due timers, poll the driver
+//! when needed, then resume every task that was runnable when the pass began.
+//!
+//! Invariants:
+//! - Tasks woken during a pass run in the next pass (FIFO, no starvation).
+//! - While tasks are runnable the driver is polled at least every [`POLL_EVERY`] steps,
+//!   so tasks that yield to each other switch at memory speed yet I/O is still looked at.
+//! - A task's coroutine is out of its record only while `resume` runs it.
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use corosensei::CoroutineResult;
+
+use crate::context::{self, Resume, Running};
+use crate::overflow;
+use crate::runtime::Shared;
+use crate::slot::{State, TaskCell};
+use crate::timer_queue::TimerAction;
+
+/// While tasks are runnable, at most this many steps in a row skip polling the driver.
+const POLL_EVERY: u32 = 16;
+
+struct StepGuard<'a>(&'a std::cell::Cell<bool>);
+
+impl Drop for StepGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+fn earliest_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Shared {
+    /// One step of the loop; see [`Runtime::step`](crate::Runtime::step).
+    pub(crate) fn step(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        if self.stepping.get() || context::in_coroutine() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "copas: the loop cannot be stepped from inside a task or re-entrantly",
+            ));
+        }
+        self.stepping.set(true);
+        let _guard = StepGuard(&self.stepping);
+        self.steps.set(self.steps.get() + 1);
+
+        let mut busy = self.take_remote();
+        busy |= self.fire_timers();
+
+        let runnable = !self.run_queue.borrow().is_empty() || self.main_woken.get();
+        // While tasks are runnable, the driver is polled (a system call) only every few
+        // steps.
+        let skip_poll = runnable && self.busy_steps.get() < POLL_EVERY;
+        let driver = if skip_poll {
+            self.busy_steps.set(self.busy_steps.get() + 1);
+            None
+        } else {
+            let wait = if runnable {
+                Some(Duration::ZERO)
+            } else {
+                let now = Instant::now();
+                let next_timer = self
+                    .timers
+                    .borrow()
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(now));
+                let shutdown = self
+                    .shutdown_deadline
+                    .get()
+                    .map(|d| d.saturating_duration_since(now));
+                earliest_duration(earliest_duration(next_timer, timeout), shutdown)
+            };
+            let driver = self.driver.borrow().clone();
+            // With no timeout and nothing that could ever end the wait: no wait at all.
+            if wait.is_some() || self.alive() {
+                self.busy_steps.set(0);
+                driver.before_park();
+                let mut woke = 0usize;
+                driver.park(wait, &mut |id| {
+                    woke += 1;
+                    self.wake(id);
+                })?;
+                self.last_now.set(Some(Instant::now()));
+                busy |= woke > 0;
+                busy |= self.take_remote();
+                busy |= self.fire_timers();
+            }
+            Some(driver)
+        };
+        if let Some(d) = self.shutdown_deadline.get() {
+            if Instant::now() >= d {
+                self.shutdown_deadline.set(None);
+                self.cancel_all(true);
+                busy = true;
+            }
+        }
+        busy |= self.run_pass();
+        // Output written during the pass leaves now, not at the next step, which a
+        // program driving `step` may take much later.
+        let driver = driver.unwrap_or_else(|| self.driver.borrow().clone());
+        driver.before_park();
+        Ok(busy)
+    }
+
+    /// Applies what other threads sent: unparks, spawns, an exit request.
+    fn take_remote(&self) -> bool {
+        let Some(inbox) = self.remote.take() else {
+            return false;
+        };
+        for id in inbox.unparks {
+            self.unpark_local(id);
+        }
+        for f in inbox.spawns {
+            if let Err(e) = crate::Builder::new()
+                .name("remote spawn".into())
+                .spawn(move || f())
+            {
+                eprintln!("copas: cannot start a task sent from another thread: {e}");
+            }
+        }
+        if inbox.exit {
+            self.exit();
+        }
+        true
+    }
+
+    fn fire_timers(&self) -> bool {
+        if self.timers.borrow().is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        self.last_now.set(Some(now));
+        let mut any = false;
+        loop {
+            let due = self.timers.borrow_mut().pop_due(now);
+            let Some((_, action)) = due else { break };
+            any = true;
+            match action {
+                TimerAction::Wake(id) => {
+                    if let Some(c) = self.tasks.get(id) {
+                        c.timed_out.set(true);
+                        self.wake_cell(&c);
+                    } else if id.is_main() {
+                        self.wake(id);
+                    }
+                }
+                TimerAction::Call(f) => f(),
+            }
+        }
+        any
+    }
+
+    /// Resumes every task that was runnable when the pass began.
+    pub(crate) fn run_pass(&self) -> bool {
+        let mut batch = std::mem::take(&mut *self.spare_queue.borrow_mut());
+        std::mem::swap(&mut batch, &mut *self.run_queue.borrow_mut());
+        let any = !batch.is_empty();
+        while let Some(cell) = batch.pop_front() {
+            self.resume(cell);
+        }
+        *self.spare_queue.borrow_mut() = batch;
+        any
+    }
+
+    #[inline]
+    fn resume(&self, cell: Rc<TaskCell>) {
+        if cell.state.get() != State::Queued {
+            return;
+        }
+        let Some(mut coro) = cell.coro.take() else {
+            return;
+        };
+        cell.state.set(State::Running);
+        overflow::enter(
+            cell.guard,
+            cell.name.as_deref(),
+            cell.stack_size,
+            cell.id.serial,
+        );
+        // A task cancelled before it started never runs: it starts by unwinding.
+        let input = if cell.unwinding.get() || (cell.cancelled.get() && !coro.started()) {
+            Resume::Unwind
+        } else {
+            Resume::Run
+        };
+        let result = {
+            let _running = Running::enter(&cell, self);
+            coro.resume(input)
+        };
+        overflow::leave();
+        match result {
+            CoroutineResult::Yield(()) => {
+                cell.coro.set(Some(coro));
+                if cell.state.get() == State::Running {
+                    cell.state.set(State::Suspended);
+                }
+            }
+            CoroutineResult::Return(()) => {
+                cell.state.set(State::Done);
+                let removed = self.tasks.remove(cell.id);
+                self.stacks.borrow_mut().give(coro.into_stack());
+                drop(removed);
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -58,6 +58,16 @@ impl<T: AsFd> Source<T> {
             .wait(self.key, self.io.as_fd().as_raw_fd(), dir, deadline, false)
     }
 
+    /// A handle to wait on this source that does not borrow it, for a task that waits
+    /// while another may drop the source (its wait then fails with `NotConnected`).
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter {
+            reactor: self.reactor.clone(),
+            key: self.key,
+            fd: self.io.as_fd().as_raw_fd(),
+        }
+    }
+
     /// Runs `op` until it does not return `WouldBlock`, waiting for readiness in `dir` in
     /// between. `Interrupted` is retried.
     pub(crate) fn do_io<R>(
@@ -73,6 +83,21 @@ impl<T: AsFd> Source<T> {
                 other => return other,
             }
         }
+    }
+}
+
+/// See [`Source::waiter`]. Waiting checks the key's generation before it touches the
+/// descriptor number, so a waiter outliving its source only ever fails.
+pub(crate) struct Waiter {
+    reactor: Rc<Reactor>,
+    key: usize,
+    fd: RawFd,
+}
+
+impl Waiter {
+    /// As [`Source::wait`]; `NotConnected` once the source is gone.
+    pub(crate) fn wait(&self, dir: Interest, deadline: Option<Instant>) -> io::Result<()> {
+        self.reactor.wait(self.key, self.fd, dir, deadline, false)
     }
 }
 

@@ -38,6 +38,7 @@
 mod buffer;
 mod fd;
 mod listener;
+pub mod process;
 mod reactor;
 mod registration;
 mod server;
@@ -45,6 +46,7 @@ mod shared;
 mod source;
 mod sys;
 mod tcp;
+mod threads;
 mod udp;
 
 pub use bytes::Bytes;
@@ -56,6 +58,9 @@ pub use server::{add_server, IntoListener, Server, ServerBuilder, ACCEPT_BATCH};
 pub use tcp::{
     ReadHalf, ReuniteError, TcpStream, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
     DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
+};
+pub use threads::{
+    GroupError, GroupHandle, ThreadContext, ThreadFailure, ThreadGroup, Threads,
 };
 pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};
 

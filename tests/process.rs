@@ -81,7 +81,10 @@ fn stdout_and_stderr_are_read_while_other_tasks_run() {
         let log = log.borrow();
         let pos = |s: &str| log.iter().position(|x| x == s).unwrap();
         assert!(pos("line one") < pos("tick 2"), "{log:?}");
-        assert!(pos("tick 2") < pos("line two"), "the ticker ran while the child slept: {log:?}");
+        assert!(
+            pos("tick 2") < pos("line two"),
+            "the ticker ran while the child slept: {log:?}"
+        );
         assert_eq!(log.last().unwrap(), "exited");
     });
 }
@@ -167,7 +170,10 @@ fn wait_timeout_gives_up_and_a_later_wait_succeeds() {
         copas::run().unwrap();
         let (first, waited, second) = h.join().unwrap().unwrap();
         assert!(first.is_none(), "the child was still sleeping");
-        assert!(waited >= Duration::from_millis(50), "never before the deadline");
+        assert!(
+            waited >= Duration::from_millis(50),
+            "never before the deadline"
+        );
         assert!(second.unwrap().success());
     });
 }
@@ -255,7 +261,10 @@ fn eight_mib_each_way_does_not_deadlock() {
         copas::run().unwrap();
         let got = h.join().unwrap().unwrap();
         assert_eq!(got.len(), N);
-        assert!(got.iter().enumerate().all(|(i, &b)| b == (i * 7 % 251) as u8));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i * 7 % 251) as u8));
     });
 }
 

@@ -59,9 +59,7 @@ pub use tcp::{
     ReadHalf, ReuniteError, TcpStream, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
     DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
 };
-pub use threads::{
-    GroupError, GroupHandle, ThreadContext, ThreadFailure, ThreadGroup, Threads,
-};
+pub use threads::{GroupError, GroupHandle, ThreadContext, ThreadFailure, ThreadGroup, Threads};
 pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};
 
 /// Not public API: a thin wrapper over the read buffer's framing so that the fuzz target

@@ -60,7 +60,11 @@ impl TcpListener {
         TcpListener::bind_opts(addr, DEFAULT_BACKLOG, true)
     }
 
-    fn bind_opts(addr: impl ToSocketAddrs, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
+    fn bind_opts(
+        addr: impl ToSocketAddrs,
+        backlog: u32,
+        reuse_port: bool,
+    ) -> io::Result<TcpListener> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         each_addr(addr, |a| {
             let socket = socket2::Socket::new(

@@ -169,7 +169,11 @@ impl Threads {
         };
         let mut first_error = None;
         let mut panicked = 0;
-        for (index, outcome) in setup_rx.iter() {
+        // One message per thread; the senders live as long as the threads, so count.
+        for _ in 0..self.count {
+            let Ok((index, outcome)) = setup_rx.recv() else {
+                break;
+            };
             match outcome {
                 SetupOutcome::Ready => {}
                 SetupOutcome::Failed(e) => {
@@ -225,7 +229,11 @@ where
             return;
         }
         Err(payload) => {
-            shared.fail(ctx, Failure::Panicked(payload_text(payload.as_ref())), "setup");
+            shared.fail(
+                ctx,
+                Failure::Panicked(payload_text(payload.as_ref())),
+                "setup",
+            );
             let _ = setup_tx.send((ctx.index, SetupOutcome::Panicked));
             return;
         }
@@ -233,7 +241,11 @@ where
     match panic::catch_unwind(AssertUnwindSafe(|| serve(&rt, shared))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => shared.fail(ctx, Failure::Error(e), "loop"),
-        Err(payload) => shared.fail(ctx, Failure::Panicked(payload_text(payload.as_ref())), "loop"),
+        Err(payload) => shared.fail(
+            ctx,
+            Failure::Panicked(payload_text(payload.as_ref())),
+            "loop",
+        ),
     }
 }
 
@@ -567,7 +579,11 @@ impl fmt::Display for ThreadFailure {
                 "copas: thread '{}' panicked in its {}: {msg}",
                 self.name, self.during
             ),
-            Failure::Error(e) => write!(f, "copas: thread '{}' failed in its {}: {e}", self.name, self.during),
+            Failure::Error(e) => write!(
+                f,
+                "copas: thread '{}' failed in its {}: {e}",
+                self.name, self.during
+            ),
         }
     }
 }
@@ -658,7 +674,9 @@ impl<T> Gather<T> {
                     },
                 };
                 // Cancelled: give back what is there.
-                if r.as_ref().is_err_and(|e| e.kind() != io::ErrorKind::TimedOut) {
+                if r.as_ref()
+                    .is_err_and(|e| e.kind() != io::ErrorKind::TimedOut)
+                {
                     break;
                 }
             }

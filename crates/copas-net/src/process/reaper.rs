@@ -64,7 +64,8 @@ fn start() -> Result<Reaper, String> {
         rx.set_nonblocking(true)?;
         Ok((tx, rx))
     };
-    let (tx, rx) = setup().map_err(|e| format!("cannot create the reaper's wake-up socket: {e}"))?;
+    let (tx, rx) =
+        setup().map_err(|e| format!("cannot create the reaper's wake-up socket: {e}"))?;
     std::thread::Builder::new()
         .name("copas-reaper".into())
         .spawn(move || reap_forever(&rx))
@@ -92,7 +93,11 @@ fn reap_forever(wake: &UnixStream) {
         // Reaped, or no longer ours to reap (an error): either way, done with it.
         orphans.retain_mut(|o| matches!(o.child.try_wait(), Ok(None)));
         let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd()];
-        fds.extend(orphans.iter().filter_map(|o| o.pidfd.as_ref().map(AsFd::as_fd)));
+        fds.extend(
+            orphans
+                .iter()
+                .filter_map(|o| o.pidfd.as_ref().map(AsFd::as_fd)),
+        );
         let timeout = if fds.len() == orphans.len() + 1 {
             None
         } else {

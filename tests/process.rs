@@ -289,3 +289,22 @@ fn a_read_timeout_keeps_what_arrived() {
         assert_eq!(&line[..], b"partial");
     });
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn on_linux_the_exit_is_watched_on_a_registered_pidfd() {
+    guard(|| {
+        let rt = copas::Runtime::current();
+        let _warm = copas::TcpListener::bind("127.0.0.1:0").unwrap(); // creates the reactor
+        let before = rt.stats().sockets;
+        let mut child = Command::new("sleep").arg("0.1").spawn().unwrap();
+        assert_eq!(rt.stats().sockets, before + 1, "the pidfd is registered");
+        assert!(child.wait().unwrap().success());
+        drop(child);
+        assert_eq!(
+            rt.stats().sockets,
+            before,
+            "and deregistered with the child"
+        );
+    });
+}

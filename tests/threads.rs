@@ -128,7 +128,7 @@ fn shutdown_lets_handlers_finish_within_grace_and_cancels_the_rest() {
                     let line = conn.receive_line()?.unwrap_or_default();
                     started[0].fetch_add(1, Ordering::SeqCst);
                     let nap = if &line[..] == b"forever" {
-                        3600_000
+                        3_600_000
                     } else {
                         300
                     };

@@ -2,7 +2,8 @@
 //! elsewhere) that plugs into
 //! copas-core's scheduler, buffered [`TcpStream`]s whose calls suspend the task instead of
 //! blocking the thread, [`TcpListener`], servers ([`add_server`]), UDP, and readiness for
-//! any other descriptor ([`Fd`] for one copas owns, [`Registration`] for a raw one).
+//! any other descriptor ([`Fd`] for one copas owns, [`Registration`] for a raw one),
+//! child processes ([`process`]), and one runtime per core ([`Threads`]).
 //!
 //! ```
 //! use copas_net::TcpStream;
@@ -31,8 +32,10 @@
 //! ```
 //!
 //! # Threads
-//! The reactor, like the runtime, belongs to one thread; sockets are `!Send`. Run one
-//! runtime per thread to use more cores.
+//! The reactor, like the runtime, belongs to one thread; sockets are `!Send`. To use more
+//! cores, [`Threads`] runs one runtime per thread, each with its own `SO_REUSEPORT`
+//! listener on one address ([`ThreadContext::listener`]); see its docs for exit,
+//! shutdown, panics and per-thread stats.
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod buffer;

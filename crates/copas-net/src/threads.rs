@@ -34,8 +34,9 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts a group of threads, each running its own copas runtime with the same setup.
 ///
-/// ```no_run
-/// use copas_net::{ServerBuilder, Threads, TcpStream};
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use copas_net::{ServerBuilder, TcpStream, Threads};
 ///
 /// fn echo(mut conn: TcpStream) -> std::io::Result<()> {
 ///     while let Some(line) = conn.receive_line()? {
@@ -46,12 +47,21 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// }
 ///
 /// let group = Threads::new(2).name("echo").start(|t| {
-///     // Each thread binds its own listener on the same address (SO_REUSEPORT).
-///     ServerBuilder::new().name("echo").serve(t.listener("127.0.0.1:7000")?, echo)?;
+///     // Each thread binds its own listener on the same address (SO_REUSEPORT); port 0
+///     // is one free port for the whole group.
+///     ServerBuilder::new().name("echo").serve(t.listener("127.0.0.1:0")?, echo)?;
 ///     Ok(())
 /// })?;
-/// println!("listening on {:?}", group.local_addr());
-/// group.join()?; // until group.exit(), or copas::exit() in any of its tasks
+/// let addr = group.local_addr().unwrap();
+///
+/// let mut conn = std::net::TcpStream::connect(addr)?;
+/// conn.write_all(b"hello\n")?;
+/// let mut reply = String::new();
+/// BufReader::new(conn).read_line(&mut reply)?; // the connection closes here
+/// assert_eq!(reply, "hello\n");
+///
+/// group.exit(); // or copas::exit() in any task of the group
+/// group.join()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -415,13 +425,20 @@ impl GroupHandle {
     /// without yielding). Each thread answers from its own loop; in a task this suspends
     /// the task meanwhile, elsewhere it blocks.
     ///
-    /// The query runs as a task on each thread, which the numbers leave out.
+    /// The query runs as a task on each other thread, which the numbers leave out; the
+    /// caller's own thread, if it is one of the group's, is read directly. Two setups
+    /// that ask for each other's numbers at once both get `None` after the timeout,
+    /// since neither loop runs before its setup returns.
     pub fn stats(&self) -> Vec<Option<Stats>> {
         let handles = self.shared.handles();
         let gather = Arc::new(Gather::new(handles.len()));
         for (i, h) in handles.into_iter().enumerate() {
             let slot = SlotGuard::new(gather.clone(), i);
-            if let Some(h) = h {
+            if h.as_ref().is_some_and(Handle::is_current) {
+                // The caller's own thread cannot answer while the caller waits outside a
+                // task (in a setup): read its numbers directly.
+                slot.put(Runtime::current().stats());
+            } else if let Some(h) = h {
                 // On an error the closure, and with it the guard, is dropped: `None`.
                 let _ = h.spawn_boxed(Box::new(move || {
                     let mut s = Runtime::current().stats();
@@ -508,7 +525,8 @@ impl ThreadGroup {
     }
 
     /// Waits until every thread has ended. In a copas task this suspends the task; on a
-    /// plain thread it blocks.
+    /// plain thread it blocks. (Never call it from one of the group's own tasks: that
+    /// thread could not end while its task waits.)
     ///
     /// # Errors
     /// A [`GroupError`] listing every thread that panicked (in its setup, a destructor or

@@ -301,6 +301,13 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// Its piped standard streams are public fields, as in std: take them out to read and
 /// write in separate tasks. Dropping a `Child` whose process still runs neither waits nor
 /// (unless [`Command::kill_on_drop`]) kills it; it is reaped in the background.
+///
+/// A `Child` belongs to the thread that spawned it:
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// needs_send(copas_net::process::Command::new("true").spawn().unwrap());
+/// ```
 pub struct Child {
     /// The child's standard input, if it was piped.
     pub stdin: Option<ChildStdin>,
@@ -436,14 +443,20 @@ impl Child {
             Some(mut out) => out.receive_to_end(),
             None => Ok(bytes::Bytes::new()),
         };
-        // Joined even when stdout failed, so that the task does not outlive the call.
+        // Joined even when stdout failed, so that the task does not outlive the call;
+        // cancelled then, since a child stuck on a full stdout pipe never closes stderr.
         let stderr = match stderr_task {
-            Some(task) => match task.join() {
-                Ok(r) => r,
-                Err(e) => Err(io::Error::other(format!(
-                    "copas: reading the child's standard error failed: {e}"
-                ))),
-            },
+            Some(task) => {
+                if stdout.is_err() {
+                    task.cancel();
+                }
+                match task.join() {
+                    Ok(r) => r,
+                    Err(e) => Err(io::Error::other(format!(
+                        "copas: reading the child's standard error failed: {e}"
+                    ))),
+                }
+            }
             None => Ok(bytes::Bytes::new()),
         };
         let (stdout, stderr) = (stdout?, stderr?);

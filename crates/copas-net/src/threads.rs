@@ -102,7 +102,8 @@ impl Threads {
 
     /// Starts the threads. Each creates its runtime, runs `setup` on it (outside any task:
     /// start servers, spawn tasks), then runs its loop until the group is told to exit.
-    /// `start` returns once every thread has finished its setup.
+    /// `start` returns once every thread has finished its setup (it blocks the calling
+    /// thread until then, so keep setups short).
     ///
     /// If a setup returns an error, the group is stopped and joined, and `start` returns
     /// that error (the first one, naming the thread). A setup that panics ends only its
@@ -157,6 +158,11 @@ impl Threads {
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
+                    // The failed thread's slot was settled as its closure dropped; the
+                    // threads never started settle none.
+                    for never in index + 1..self.count {
+                        done.settle(never, None);
+                    }
                     let group = ThreadGroup {
                         handle: GroupHandle { shared },
                         threads,

@@ -45,47 +45,54 @@ fn assert_reaped(pid: u32) {
 fn stdout_and_stderr_are_read_while_other_tasks_run() {
     guard(|| {
         let log = Rc::new(RefCell::new(Vec::<String>::new()));
+        // The child prints "two" only after the other task has written to its stdin, and
+        // that task runs only while the reader is suspended waiting for "two": a read
+        // that blocked the thread would hang here.
+        let mut child = sh("echo one; read go; echo two; echo oops >&2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
         let l = log.clone();
-        let reader = copas::spawn(move || -> io::Result<(Vec<String>, Vec<u8>)> {
-            let mut child = sh("echo one; sleep 0.2; echo two; echo oops >&2")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let mut out = child.stdout.take().unwrap();
-            let mut err = child.stderr.take().unwrap();
+        let errors = copas::spawn(move || -> io::Result<Vec<u8>> {
+            let e = err.receive_to_end()?.to_vec();
+            l.borrow_mut().push("stderr closed".into());
+            Ok(e)
+        });
+        let l = log.clone();
+        let reader = copas::spawn(move || -> io::Result<Vec<String>> {
             let mut lines = Vec::new();
             while let Some(line) = out.receive_line()? {
                 let line = String::from_utf8(line.to_vec()).unwrap();
                 l.borrow_mut().push(format!("line {line}"));
                 lines.push(line);
             }
-            let err = err.receive_to_end()?.to_vec();
-            assert!(child.wait()?.success());
-            l.borrow_mut().push("exited".into());
-            Ok((lines, err))
+            Ok(lines)
         });
         let l = log.clone();
         let ticker = copas::spawn(move || {
-            // Ticks while the child sleeps between its two lines.
             for i in 0..3 {
-                copas::sleep(Duration::from_millis(20))?;
+                copas::sleep(Duration::from_millis(5))?;
                 l.borrow_mut().push(format!("tick {i}"));
             }
+            stdin.write_all(b"go\n")?;
+            l.borrow_mut().push("go sent".into());
             io::Result::Ok(())
         });
         copas::run().unwrap();
         ticker.join().unwrap().unwrap();
-        let (lines, err) = reader.join().unwrap().unwrap();
-        assert_eq!(lines, ["one", "two"]);
-        assert_eq!(err, b"oops\n");
+        assert_eq!(reader.join().unwrap().unwrap(), ["one", "two"]);
+        assert_eq!(errors.join().unwrap().unwrap(), b"oops\n");
+        assert!(child.wait().unwrap().success());
         let log = log.borrow();
         let pos = |s: &str| log.iter().position(|x| x == s).unwrap();
-        assert!(pos("line one") < pos("tick 2"), "{log:?}");
-        assert!(
-            pos("tick 2") < pos("line two"),
-            "the ticker ran while the child slept: {log:?}"
-        );
-        assert_eq!(log.last().unwrap(), "exited");
+        assert!(pos("tick 2") < pos("go sent"), "{log:?}");
+        assert!(pos("go sent") < pos("line two"), "{log:?}");
+        assert!(pos("go sent") < pos("stderr closed"), "{log:?}");
     });
 }
 

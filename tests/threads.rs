@@ -146,7 +146,7 @@ fn shutdown_lets_handlers_finish_within_grace_and_cancels_the_rest() {
         while started[0].load(Ordering::SeqCst) < 2 {
             std::thread::sleep(Duration::from_millis(5));
         }
-        group.shutdown(Duration::from_secs(2));
+        group.shutdown(Duration::from_secs(3));
         group.join().unwrap();
         // The quick handler finished within the grace period and answered...
         let mut reply = String::new();

@@ -1,8 +1,11 @@
 //! Scheduler micro-benchmarks: spawn + join on a pooled stack, a yield/resume switch,
-//! timers inserted and fired by the loop.
+//! timers inserted and fired by the loop, and corosensei's raw resume + suspend as the
+//! baseline: read `yield_now/two tasks ping-pong (per switch)` and `spawn_join/inside a
+//! task` as ratios to `raw corosensei/resume+suspend` from the same run.
 //!
 //! ```text
 //! cargo bench --bench runtime
+//! cargo bench --bench runtime -- 'raw|ping-pong|inside a task'   # just the ratios
 //! ```
 //!
 //! Everything runs on the bench thread's own runtime, with copas-core's default driver

@@ -14,7 +14,7 @@ use std::io;
 use crate::error::payload_str;
 use crate::id::TaskId;
 
-/// Why [`JoinHandle::join`] has no value to give.
+/// Why [`JoinHandle::join`](crate::JoinHandle::join) has no value to give.
 pub enum JoinError {
     /// The task panicked; this is the panic's payload.
     Panicked(Box<dyn Any + Send + 'static>),

@@ -23,7 +23,18 @@
 //! # Threads
 //! There is one [`Runtime`] per thread, created on first use. Tasks never move between
 //! threads, so they may hold `Rc`s and `RefCell`s; the runtime's types are `!Send`. The
-//! only thread-safe handle is [`Task`], whose [`Task::unpark`] works from anywhere.
+//! thread-safe handles are [`Task`], whose [`Task::unpark`] works from anywhere, and
+//! [`Handle`] ([`Runtime::handle`]), whose [`Handle::exit`] asks a runtime to exit from
+//! another thread.
+//!
+//! # Cancellation, deadlocks, lost errors
+//! [`JoinHandle::cancel`] makes the task's next blocking call fail with [`Cancelled`];
+//! if the task suspends again after that, its stack is unwound (destructors run, `join`
+//! reports [`JoinError::Cancelled`]), so a task that ignores the error cannot spin.
+//! [`run`] returns an [`io::ErrorKind::Deadlock`](std::io::ErrorKind::Deadlock) error
+//! naming the tasks when it ends with tasks that nothing can wake (see [`Runtime::run`]).
+//! Panics, `Err`s of detached tasks, deadlocked tasks and tasks that never ran are
+//! reported to the error handler ([`TaskPanic`], [`Problem`]).
 //!
 //! # Panics
 //! A panic inside a task is caught at the task's root, reported to the error handler

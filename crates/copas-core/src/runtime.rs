@@ -57,8 +57,6 @@ pub struct Stats {
 pub(crate) struct Shared {
     pub(crate) tasks: TaskTable,
     pub(crate) run_queue: RefCell<VecDeque<Rc<TaskCell>>>,
-    /// The previous pass's emptied queue, kept for its allocation.
-    pub(crate) spare_queue: RefCell<VecDeque<Rc<TaskCell>>>,
     pub(crate) timers: RefCell<TimerQueue>,
     pub(crate) driver: RefCell<Rc<dyn Driver>>,
     pub(crate) driver_installed: Cell<bool>,
@@ -268,7 +266,7 @@ impl Runtime {
                     break Ok(());
                 }
             }
-            if let Err(e) = shared.step(None) {
+            if let Err(e) = shared.step_passes(None, true) {
                 break Err(e);
             }
         };
@@ -342,7 +340,6 @@ impl Shared {
         Shared {
             tasks: TaskTable::default(),
             run_queue: RefCell::new(VecDeque::new()),
-            spare_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::default()),
             remote: Arc::new(Remote::new(parker.notifier())),
             driver: RefCell::new(parker),
@@ -381,6 +378,7 @@ impl Shared {
     }
 
     /// Whether anything can still make progress.
+    #[inline]
     pub(crate) fn alive(&self) -> bool {
         !self.run_queue.borrow().is_empty()
             || !self.timers.borrow().is_empty()
@@ -476,12 +474,8 @@ impl Shared {
             drop(spawn);
         }
         for c in self.tasks.all() {
-            let never_ran = c.coro.take().map(|coro| {
-                let started = coro.started();
-                c.coro.set(Some(coro));
-                !started
-            });
-            if never_ran == Some(true) && !c.cancelled.get() {
+            let never_ran = c.coro.borrow().as_ref().is_some_and(|co| !co.started());
+            if never_ran && !c.cancelled.get() {
                 self.report(
                     &c,
                     Problem::NeverRan,
@@ -508,7 +502,7 @@ impl Shared {
         drop(timers);
         // Coroutines still unfinished are force-unwound by corosensei as they drop.
         for c in self.tasks.drain() {
-            let coro = c.coro.take();
+            let coro = c.coro.borrow_mut().take();
             drop(coro);
         }
     }

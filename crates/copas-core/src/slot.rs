@@ -4,8 +4,8 @@
 //! - A task is in exactly one [`State`]; it is in the run queue exactly when its state is
 //!   `Queued` (so at most once).
 //! - The record's fields are `Cell`s: they are read and written without borrows, so a
-//!   destructor or a wake-up from anywhere may touch them at any time. The coroutine is
-//!   taken out of its cell while it runs, and put back when it suspends.
+//!   destructor or a wake-up from anywhere may touch them at any time. The coroutine's
+//!   `RefCell` is borrowed only while the scheduler resumes it.
 //! - The table holds one `Rc` to each live record, under its id's index; a lookup checks
 //!   the serial, so stale ids match nothing. No borrow of the table is held while a
 //!   coroutine runs or a record is dropped.
@@ -21,6 +21,7 @@ use slab::Slab;
 
 use crate::context::Resume;
 use crate::id::TaskId;
+use crate::overflow::TaskInfo;
 use crate::report::ErrorHandler;
 use crate::stack::TaskStack;
 use crate::wait::WaitOn;
@@ -42,12 +43,13 @@ pub(crate) enum State {
 /// Everything the scheduler knows about one task.
 pub(crate) struct TaskCell {
     pub(crate) id: TaskId,
-    pub(crate) coro: Cell<Option<Coro>>,
+    /// Borrowed mutably only by the scheduler while it resumes the task (never
+    /// re-entrantly: the loop cannot be stepped from inside a task).
+    pub(crate) coro: RefCell<Option<Coro>>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) state: Cell<State>,
-    pub(crate) stack_size: usize,
-    /// The stack's guard page, for stack-overflow reports.
-    pub(crate) guard: (usize, usize),
+    /// Stack size and guard page, for stack-overflow reports.
+    pub(crate) overflow_info: TaskInfo,
     pub(crate) error_handler: Option<ErrorHandler>,
     pub(crate) peer: Option<SocketAddr>,
     /// Cancelled: the next blocking call fails with the cancellation error.
@@ -69,8 +71,10 @@ pub(crate) struct TaskCell {
     pub(crate) lingering: bool,
     /// The deadline of the innermost `with_timeout` scope.
     pub(crate) scope_deadline: Cell<Option<Instant>>,
-    /// What it waits on while suspended.
+    /// What it waits on while suspended (meaningful while `waiting`; a yield writes
+    /// nothing).
     pub(crate) wait: Cell<WaitOn>,
+    pub(crate) waiting: Cell<bool>,
     /// The loop's clock when it suspended (read at the latest poll, so it may be early).
     pub(crate) since: Cell<Option<Instant>>,
 }
@@ -78,6 +82,9 @@ pub(crate) struct TaskCell {
 impl TaskCell {
     /// A copy of the wait record.
     pub(crate) fn wait_on(&self) -> WaitOn {
+        if !self.waiting.get() {
+            return WaitOn::Nothing;
+        }
         let w = self.wait.replace(WaitOn::Nothing);
         let copy = w.clone();
         self.wait.set(w);

@@ -2,9 +2,13 @@
 //! when needed, then resume every task that was runnable when the pass began.
 //!
 //! Invariants:
-//! - Tasks woken during a pass run in the next pass (FIFO, no starvation).
-//! - While tasks are runnable the driver is polled at least every [`POLL_EVERY`] steps,
+//! - Tasks woken during a pass run in the next pass (FIFO, no starvation): a pass resumes
+//!   exactly the tasks that were queued when it began.
+//! - While tasks are runnable the driver is polled at least every [`POLL_EVERY`] passes,
 //!   so tasks that yield to each other switch at memory speed yet I/O is still looked at.
+//!   [`run`](crate::Runtime::run) lets one step make up to that many passes in a row
+//!   (each still preceded by the remote queue and the timers, each counted in
+//!   `Stats::steps`), so the step's fixed costs are paid once per poll, not per pass.
 //! - A task's coroutine is out of its record only while `resume` runs it.
 
 use std::io;
@@ -40,6 +44,13 @@ fn earliest_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duratio
 impl Shared {
     /// One step of the loop; see [`Runtime::step`](crate::Runtime::step).
     pub(crate) fn step(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.step_passes(timeout, false)
+    }
+
+    /// One step; with `more`, passes follow one another until the driver is due to be
+    /// polled, a timer or shutdown deadline needs the full step, or nothing is runnable.
+    #[inline]
+    pub(crate) fn step_passes(&self, timeout: Option<Duration>, more: bool) -> io::Result<bool> {
         if self.stepping.get() || context::in_coroutine() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -101,15 +112,41 @@ impl Shared {
             }
         }
         busy |= self.run_pass();
+        if more {
+            // The next pass would be a step that skips the poll: make it here, without the
+            // step's own bookkeeping. Output is flushed below, before the next poll.
+            while self.busy_steps.get() < POLL_EVERY
+                && self.shutdown_deadline.get().is_none()
+                && !self.run_queue.borrow().is_empty()
+            {
+                self.busy_steps.set(self.busy_steps.get() + 1);
+                self.steps.set(self.steps.get() + 1);
+                self.take_remote();
+                self.fire_timers();
+                self.run_pass();
+            }
+        }
         // Output written during the pass leaves now, not at the next step, which a
         // program driving `step` may take much later.
-        let driver = driver.unwrap_or_else(|| self.driver.borrow().clone());
-        driver.before_park();
+        match driver {
+            Some(d) => d.before_park(),
+            None => self.driver.borrow().before_park(),
+        }
         Ok(busy)
     }
 
     /// Applies what other threads sent: unparks, spawns, an exit request.
+    #[inline]
     fn take_remote(&self) -> bool {
+        if !self.remote.is_pending() {
+            return false;
+        }
+        self.take_remote_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_remote_slow(&self) -> bool {
         let Some(inbox) = self.remote.take() else {
             return false;
         };
@@ -117,10 +154,7 @@ impl Shared {
             self.unpark_local(id);
         }
         for f in inbox.spawns {
-            if let Err(e) = crate::Builder::new()
-                .name("remote spawn".into())
-                .spawn(move || f())
-            {
+            if let Err(e) = crate::Builder::new().name("remote spawn".into()).spawn(f) {
                 eprintln!("copas: cannot start a task sent from another thread: {e}");
             }
         }
@@ -130,10 +164,16 @@ impl Shared {
         true
     }
 
+    #[inline(always)]
     fn fire_timers(&self) -> bool {
         if self.timers.borrow().is_empty() {
             return false;
         }
+        self.fire_timers_slow()
+    }
+
+    #[inline(never)]
+    fn fire_timers_slow(&self) -> bool {
         let now = Instant::now();
         self.last_now.set(Some(now));
         let mut any = false;
@@ -156,16 +196,18 @@ impl Shared {
         any
     }
 
-    /// Resumes every task that was runnable when the pass began.
+    /// Resumes every task that was runnable when the pass began. (Not re-entrant: the
+    /// loop cannot be stepped from inside a task.)
     pub(crate) fn run_pass(&self) -> bool {
-        let mut batch = std::mem::take(&mut *self.spare_queue.borrow_mut());
-        std::mem::swap(&mut batch, &mut *self.run_queue.borrow_mut());
-        let any = !batch.is_empty();
-        while let Some(cell) = batch.pop_front() {
+        // The queue fills up again during the pass, at its back: this pass takes only the
+        // tasks in front of those.
+        let n = self.run_queue.borrow().len();
+        for _ in 0..n {
+            let next = self.run_queue.borrow_mut().pop_front();
+            let Some(cell) = next else { break };
             self.resume(cell);
         }
-        *self.spare_queue.borrow_mut() = batch;
-        any
+        n > 0
     }
 
     #[inline]
@@ -173,16 +215,14 @@ impl Shared {
         if cell.state.get() != State::Queued {
             return;
         }
-        let Some(mut coro) = cell.coro.take() else {
+        let Ok(mut slot) = cell.coro.try_borrow_mut() else {
+            return;
+        };
+        let Some(coro) = slot.as_mut() else {
             return;
         };
         cell.state.set(State::Running);
-        overflow::enter(
-            cell.guard,
-            cell.name.as_deref(),
-            cell.stack_size,
-            cell.id.serial,
-        );
+        overflow::enter(&cell.overflow_info);
         // A task cancelled before it started never runs: it starts by unwinding.
         let input = if cell.unwinding.get() || (cell.cancelled.get() && !coro.started()) {
             Resume::Unwind
@@ -196,15 +236,18 @@ impl Shared {
         overflow::leave();
         match result {
             CoroutineResult::Yield(()) => {
-                cell.coro.set(Some(coro));
                 if cell.state.get() == State::Running {
                     cell.state.set(State::Suspended);
                 }
             }
             CoroutineResult::Return(()) => {
+                let coro = slot.take();
+                drop(slot);
                 cell.state.set(State::Done);
                 let removed = self.tasks.remove(cell.id);
-                self.stacks.borrow_mut().give(coro.into_stack());
+                if let Some(coro) = coro {
+                    self.stacks.borrow_mut().give(coro.into_stack());
+                }
                 drop(removed);
             }
         }

@@ -5,7 +5,7 @@
 //! whole; the task's root ([`task_root`]) is the only writer of its join state's result.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -88,7 +88,10 @@ impl fmt::Debug for Task {
 /// needs_send(copas_core::spawn(|| 1));
 /// ```
 pub struct JoinHandle<T> {
-    pub(crate) task: Task,
+    pub(crate) id: TaskId,
+    pub(crate) name: Option<Arc<str>>,
+    /// Built on first use: it holds an `Arc` whose counting would cost every spawn.
+    pub(crate) task: std::cell::OnceCell<Task>,
     pub(crate) state: Rc<JoinState<T>>,
     pub(crate) runtime: Runtime,
 }
@@ -121,7 +124,7 @@ impl<T> JoinHandle<T> {
             }
             let me = crate::hooks::waiter_id();
             self.state.waiter.set(Some(me));
-            let r = suspend::suspend_on(&self.runtime, WaitOn::Join(self.task.id), None);
+            let r = suspend::suspend_on(&self.runtime, WaitOn::Join(self.id), None);
             self.state.waiter.set(None);
             match r {
                 Ok(()) => {}
@@ -156,12 +159,16 @@ impl<T> JoinHandle<T> {
 
     /// The task this handle is for.
     pub fn task(&self) -> &Task {
-        &self.task
+        self.task.get_or_init(|| Task {
+            id: self.id,
+            name: self.name.clone(),
+            remote: self.runtime.shared().remote.clone(),
+        })
     }
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.task.id
+        self.id
     }
 
     /// Cancels the task (Copas `removethread`). Its current or next blocking call fails
@@ -175,7 +182,7 @@ impl<T> JoinHandle<T> {
     /// runs. Cancelling a finished task does nothing. Returns whether the task was still
     /// running.
     pub fn cancel(&self) -> bool {
-        self.runtime.shared().cancel(self.task.id)
+        self.runtime.shared().cancel(self.id)
     }
 }
 
@@ -188,7 +195,8 @@ impl<T> Drop for JoinHandle<T> {
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("task", &self.task)
+            .field("id", &self.id)
+            .field("name", &self.name)
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -289,13 +297,16 @@ impl Builder {
             context::enter(y);
             task_root(id, root_state, f, first);
         });
+        // The record keeps the name alive for `overflow_info`, which points into its heap
+        // allocation.
+        let name = self.name.clone();
+        let overflow_info = overflow::TaskInfo::new(guard, name.as_deref(), size, id.serial);
         let cell = Rc::new(TaskCell {
             id,
-            coro: Cell::new(Some(coro)),
-            name: self.name.clone(),
+            coro: RefCell::new(Some(coro)),
+            name,
             state: Cell::new(State::Queued),
-            stack_size: size,
-            guard,
+            overflow_info,
             error_handler: self.error_handler,
             peer: self.peer,
             cancelled: Cell::new(false),
@@ -308,15 +319,14 @@ impl Builder {
             lingering: self.lingering,
             scope_deadline: Cell::new(None),
             wait: Cell::new(WaitOn::Nothing),
+            waiting: Cell::new(false),
             since: Cell::new(None),
         });
         shared.insert_task(cell);
         Ok(JoinHandle {
-            task: Task {
-                id,
-                name: self.name,
-                remote: shared.remote.clone(),
-            },
+            id,
+            name: self.name,
+            task: std::cell::OnceCell::new(),
             state,
             runtime: rt.clone(),
         })
@@ -355,9 +365,7 @@ where
     }
     *state.result.borrow_mut() = Some(outcome);
     if let Some(w) = state.waiter.take() {
-        if let Some(rt) = Runtime::try_current() {
-            rt.shared().wake(w);
-        }
+        context::with_current(|_, shared| shared.wake(w));
     }
 }
 

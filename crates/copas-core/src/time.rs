@@ -90,6 +90,8 @@ struct TimerInner {
     starting: std::cell::Cell<usize>,
     /// The callback of the current epoch is running.
     running: std::cell::Cell<bool>,
+    /// The epoch the running callback started in: it re-arms only if still current.
+    running_epoch: std::cell::Cell<u64>,
     /// A callback task waiting for the running one to end.
     next: std::cell::RefCell<Option<crate::Task>>,
     period: std::cell::Cell<Option<Duration>>,
@@ -147,6 +149,7 @@ impl Timer {
                 epoch: std::cell::Cell::new(0),
                 starting: std::cell::Cell::new(0),
                 running: std::cell::Cell::new(false),
+                running_epoch: std::cell::Cell::new(0),
                 next: std::cell::RefCell::new(None),
                 period: std::cell::Cell::new(period),
                 callback: std::rc::Rc::new(f),
@@ -200,7 +203,9 @@ impl Timer {
     pub fn is_armed(&self) -> bool {
         self.armed_key().is_some()
             || self.inner.starting.get() > 0
-            || (self.inner.running.get() && self.inner.period.get().is_some())
+            || (self.inner.running.get()
+                && self.inner.period.get().is_some()
+                && self.inner.running_epoch.get() == self.inner.epoch.get())
     }
 
     /// The key of the pending firing, if its entry is still in the timer queue.
@@ -311,6 +316,7 @@ impl Firing {
         if self.is_current() {
             let inner = &self.timer.inner;
             inner.running.set(true);
+            inner.running_epoch.set(inner.epoch.get());
         }
     }
 

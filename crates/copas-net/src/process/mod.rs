@@ -394,12 +394,16 @@ impl Child {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
-            let waited = match self.exit.as_ref() {
-                #[cfg(target_os = "linux")]
-                Some(ExitWatch::Pidfd { reg, .. }) => {
-                    reg.wait(crate::reactor::Interest::Read, deadline)
-                }
-                _ => {
+            #[cfg(target_os = "linux")]
+            let pidfd = match self.exit.as_ref() {
+                Some(ExitWatch::Pidfd { reg, .. }) => Some(reg),
+                _ => None,
+            };
+            #[cfg(not(target_os = "linux"))]
+            let pidfd: Option<&Registration> = None;
+            let waited = match pidfd {
+                Some(reg) => reg.wait(crate::reactor::Interest::Read, deadline),
+                None => {
                     let mut nap = interval;
                     interval = (interval * 2).min(POLL_MAX);
                     if let Some(d) = deadline {
@@ -495,5 +499,53 @@ impl fmt::Debug for Child {
             .field("stdout", &self.stdout)
             .field("stderr", &self.stderr)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child watched by polling, as off Linux, whatever this platform has.
+    fn polled(script: &str) -> Child {
+        let inner = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        Child {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            inner: Some(inner),
+            exit: Some(ExitWatch::Poll),
+            kill_on_drop: false,
+        }
+    }
+
+    #[test]
+    fn the_polling_fallback_waits_and_times_out() {
+        let h = copas_core::spawn(|| -> io::Result<_> {
+            let mut child = polled("sleep 0.2; exit 5");
+            let early = child.wait_timeout(Duration::from_millis(20))?;
+            let status = child.wait()?;
+            Ok((early, status))
+        });
+        copas_core::run().unwrap();
+        let (early, status) = h.join().unwrap().unwrap();
+        assert!(early.is_none());
+        assert_eq!(status.code(), Some(5));
+    }
+
+    #[cfg(target_os = "linux")] // looks in /proc
+    #[test]
+    fn a_dropped_polled_child_is_reaped_by_the_reaper() {
+        let child = polled("sleep 0.1");
+        let pid = child.id();
+        drop(child);
+        let end = Instant::now() + Duration::from_secs(20);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < end, "process {pid} was not reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

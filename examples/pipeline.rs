@@ -29,16 +29,16 @@ const PIPELINE: &str = "sort | uniq -c | sort -rn";
 const MAX_BATCH: usize = 16 << 20;
 
 const USAGE: &str = "\
-usage: pipeline [--addr HOST:PORT]
+Usage: pipeline [--addr HOST:PORT]
 
-Serves the line protocol: send lines, then an empty line; the answer is the output of
+Serves a line protocol: send lines, then an empty line; the answer is the output of
 `sort | uniq -c | sort -rn` run on them, then a line with a single '.'.
 
-options:
-  --addr HOST:PORT   address to listen on (default 127.0.0.1:7002; keep it on loopback
-                     unless you mean to let others run the pipeline)
-  --help             print this help";
-
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:7002; keep it on loopback
+                    unless you mean to let others run the pipeline)
+  -h, --help        print this help
+";
 fn handle(mut conn: TcpStream) -> io::Result<()> {
     while let Some(first) = conn.receive_line()? {
         if first.is_empty() {
@@ -83,30 +83,59 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
     conn.close()
 }
 
+/// Prints `pipeline: msg` and a hint, and exits 2.
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("pipeline: {msg}");
+    eprintln!("Try 'pipeline --help' for more information.");
+    ExitCode::from(2)
+}
+
+/// An I/O error as the end of a sentence ("address in use"), without std's
+/// "(os error N)".
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => "address in use".to_owned(),
+        io::ErrorKind::AddrNotAvailable => "address not available on this machine".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = e.to_string();
+            let text = text.find(" (os error").map_or(&text[..], |i| &text[..i]);
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(c) => c.to_lowercase().chain(chars).collect(),
+                None => "unknown error".to_owned(),
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut addr = "127.0.0.1:7002".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--help" | "-h" => {
-                println!("{USAGE}");
+                print!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
             "--addr" => match args.next() {
                 Some(v) => addr = v,
-                None => {
-                    eprintln!("pipeline: --addr needs a HOST:PORT value\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
+                None => return usage_error("option '--addr' needs a value"),
             },
-            other => match other.strip_prefix("--addr=") {
-                Some(v) => addr = v.to_owned(),
-                None => {
-                    eprintln!("pipeline: unknown option {other}\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
+            other if other.starts_with("--addr=") => addr = other["--addr=".len()..].to_owned(),
+            other if other.starts_with('-') => {
+                return usage_error(&format!("unknown option '{other}'"))
+            }
+            other => return usage_error(&format!("unexpected argument '{other}'")),
         }
+    }
+    let host_port = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !host_port {
+        return usage_error(&format!(
+            "option '--addr' wants HOST:PORT (such as 127.0.0.1:7002), not '{addr}'"
+        ));
     }
     let server = match copas::ServerBuilder::new()
         .name("pipeline")
@@ -115,7 +144,7 @@ fn main() -> ExitCode {
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("pipeline: cannot listen on {addr}: {e}");
+            eprintln!("pipeline: cannot listen on {addr}: {}", describe(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -126,7 +155,7 @@ fn main() -> ExitCode {
     match copas::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pipeline: the loop failed: {e}");
+            eprintln!("pipeline: the loop stopped: {}", describe(&e));
             ExitCode::FAILURE
         }
     }

@@ -101,7 +101,8 @@ impl Threads {
     }
 
     /// Starts the threads. Each creates its runtime, runs `setup` on it (outside any task:
-    /// start servers, spawn tasks), then runs its loop until the group is told to exit.
+    /// start servers, spawn tasks; do not call [`run`](copas_core::run) there, the group
+    /// runs the loop), then runs its loop until the group is told to exit.
     /// `start` returns once every thread has finished its setup (it blocks the calling
     /// thread until then, so keep setups short).
     ///

@@ -46,8 +46,13 @@
 //! # Threads
 //! One runtime per thread, created on first use. Tasks and sockets never leave their
 //! thread, so they are `!Send` and may use `Rc` and `RefCell` freely. To use several cores,
-//! run one runtime per thread, each with its own listener (`SO_REUSEPORT`) or its own
-//! connections. [`Task::unpark`] is the one handle that works across threads.
+//! [`Threads`] starts one runtime per thread, each with its own listener on one address
+//! (`SO_REUSEPORT`), running the same setup; [`ThreadGroup`] exits, shuts down, queries and
+//! joins them. [`Task::unpark`] and [`Handle`] work across threads.
+//!
+//! # Child processes
+//! [`process`] spawns children whose pipes and exit suspend the task (a pidfd on Linux);
+//! see `docs/processes-and-threads.md`.
 //!
 //! # Panics
 //! A panic in a handler or task is caught at the task's root and reported to the error

@@ -57,8 +57,6 @@ pub struct Stats {
 pub(crate) struct Shared {
     pub(crate) tasks: TaskTable,
     pub(crate) run_queue: RefCell<VecDeque<Rc<TaskCell>>>,
-    /// The previous pass's emptied queue, kept for its allocation.
-    pub(crate) spare_queue: RefCell<VecDeque<Rc<TaskCell>>>,
     pub(crate) timers: RefCell<TimerQueue>,
     pub(crate) driver: RefCell<Rc<dyn Driver>>,
     pub(crate) driver_installed: Cell<bool>,
@@ -268,7 +266,7 @@ impl Runtime {
                     break Ok(());
                 }
             }
-            if let Err(e) = shared.step(None) {
+            if let Err(e) = shared.step_passes(None, true) {
                 break Err(e);
             }
         };
@@ -342,7 +340,6 @@ impl Shared {
         Shared {
             tasks: TaskTable::default(),
             run_queue: RefCell::new(VecDeque::new()),
-            spare_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::default()),
             remote: Arc::new(Remote::new(parker.notifier())),
             driver: RefCell::new(parker),

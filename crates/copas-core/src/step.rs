@@ -2,9 +2,13 @@
 //! when needed, then resume every task that was runnable when the pass began.
 //!
 //! Invariants:
-//! - Tasks woken during a pass run in the next pass (FIFO, no starvation).
-//! - While tasks are runnable the driver is polled at least every [`POLL_EVERY`] steps,
+//! - Tasks woken during a pass run in the next pass (FIFO, no starvation): a pass resumes
+//!   exactly the tasks that were queued when it began.
+//! - While tasks are runnable the driver is polled at least every [`POLL_EVERY`] passes,
 //!   so tasks that yield to each other switch at memory speed yet I/O is still looked at.
+//!   [`run`](crate::Runtime::run) lets one step make up to that many passes in a row
+//!   (each still preceded by the remote queue and the timers, each counted in
+//!   `Stats::steps`), so the step's fixed costs are paid once per poll, not per pass.
 //! - A task's coroutine is out of its record only while `resume` runs it.
 
 use std::io;
@@ -40,6 +44,13 @@ fn earliest_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duratio
 impl Shared {
     /// One step of the loop; see [`Runtime::step`](crate::Runtime::step).
     pub(crate) fn step(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.step_passes(timeout, false)
+    }
+
+    /// One step; with `more`, passes follow one another until the driver is due to be
+    /// polled, a timer or shutdown deadline needs the full step, or nothing is runnable.
+    #[inline]
+    pub(crate) fn step_passes(&self, timeout: Option<Duration>, more: bool) -> io::Result<bool> {
         if self.stepping.get() || context::in_coroutine() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -101,6 +112,20 @@ impl Shared {
             }
         }
         busy |= self.run_pass();
+        if more {
+            // The next pass would be a step that skips the poll: make it here, without the
+            // step's own bookkeeping. Output is flushed below, before the next poll.
+            while self.busy_steps.get() < POLL_EVERY
+                && self.shutdown_deadline.get().is_none()
+                && !self.run_queue.borrow().is_empty()
+            {
+                self.busy_steps.set(self.busy_steps.get() + 1);
+                self.steps.set(self.steps.get() + 1);
+                self.take_remote();
+                self.fire_timers();
+                self.run_pass();
+            }
+        }
         // Output written during the pass leaves now, not at the next step, which a
         // program driving `step` may take much later.
         match driver {
@@ -120,6 +145,7 @@ impl Shared {
     }
 
     #[cold]
+    #[inline(never)]
     fn take_remote_slow(&self) -> bool {
         let Some(inbox) = self.remote.take() else {
             return false;
@@ -138,7 +164,7 @@ impl Shared {
         true
     }
 
-    #[inline]
+    #[inline(always)]
     fn fire_timers(&self) -> bool {
         if self.timers.borrow().is_empty() {
             return false;
@@ -146,6 +172,7 @@ impl Shared {
         self.fire_timers_slow()
     }
 
+    #[inline(never)]
     fn fire_timers_slow(&self) -> bool {
         let now = Instant::now();
         self.last_now.set(Some(now));
@@ -172,19 +199,15 @@ impl Shared {
     /// Resumes every task that was runnable when the pass began. (Not re-entrant: the
     /// loop cannot be stepped from inside a task.)
     pub(crate) fn run_pass(&self) -> bool {
-        // The queue fills up again during the pass; this pass works on the other one.
-        std::mem::swap(
-            &mut *self.run_queue.borrow_mut(),
-            &mut *self.spare_queue.borrow_mut(),
-        );
-        let mut any = false;
-        loop {
-            let next = self.spare_queue.borrow_mut().pop_front();
+        // The queue fills up again during the pass, at its back: this pass takes only the
+        // tasks in front of those.
+        let n = self.run_queue.borrow().len();
+        for _ in 0..n {
+            let next = self.run_queue.borrow_mut().pop_front();
             let Some(cell) = next else { break };
-            any = true;
             self.resume(cell);
         }
-        any
+        n > 0
     }
 
     #[inline]

@@ -207,12 +207,47 @@ pub(crate) fn suspend_task(
 /// [`yield_now`](crate::yield_now).
 pub(crate) fn yield_now() -> io::Result<()> {
     if let Some(r) = context::with_current(|cell, shared| {
-        suspend_task(shared, cell, WaitOn::Nothing, None, true)
+        if cell.scope_deadline.get().is_some() {
+            // A `with_timeout` scope arms a wait timer: the general path.
+            suspend_task(shared, cell, WaitOn::Nothing, None, true)
+        } else {
+            yield_task(shared, cell)
+        }
     }) {
         return r;
     }
     let rt = Runtime::try_current().ok_or_else(gone)?;
     rt.shared().step(Some(Duration::ZERO)).map(drop)
+}
+
+/// [`suspend_task`] for a yield with no deadline at all: the same checks in the same
+/// order, without the wait record and timer bookkeeping (nothing to arm, nothing to
+/// record), so the hot switch stays small.
+#[inline(always)]
+fn yield_task(shared: &Shared, cell: &Rc<TaskCell>) -> io::Result<()> {
+    if std::thread::panicking() {
+        return Err(error::panicking());
+    }
+    if cell.unwinding.get() || cell.cancel_seen.get() {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.cancelled.get() {
+        cell.cancel_seen.set(true);
+        return Err(crate::Cancelled.into());
+    }
+    cell.timed_out.set(false);
+    shared.wake_cell(cell);
+    if context::suspend() == Resume::Unwind {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.cancelled.get() {
+        cell.cancel_seen.set(true);
+        Err(crate::Cancelled.into())
+    } else if cell.timed_out.get() {
+        Err(io::ErrorKind::TimedOut.into())
+    } else {
+        Ok(())
+    }
 }
 
 /// The budget check behind [`cooperate`](crate::cooperate).

@@ -17,12 +17,14 @@ mod cli;
 use cli::Args;
 
 const USAGE: &str = "\
-Usage: echo [--addr HOST:PORT]
+Usage: echo [--addr HOST:PORT] [--threads N]
 
 A line echo server on copas: each line comes back; the line `quit` closes.
 
 Options:
   --addr HOST:PORT  address to listen on (default 127.0.0.1:7000)
+  --threads N       serve on N threads, one runtime and SO_REUSEPORT listener each
+                    (default 1)
   -h, --help        print this help
 ";
 
@@ -38,12 +40,8 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
 }
 
 fn main() {
-    let args = Args::parse("echo", USAGE, &["--addr"], 0);
+    let args = Args::parse("echo", USAGE, &["--addr", "--threads"], 0);
     let addr = args.addr("127.0.0.1:7000");
-    let server = copas::ServerBuilder::new()
-        .name("echo")
-        .serve(addr.as_str(), handle)
-        .unwrap_or_else(|e| cli::cannot_listen("echo", &addr, &e));
-    println!("echo server listening on {}", server.local_addr());
-    cli::run("echo");
+    let threads = args.threads();
+    cli::serve("echo", &addr, threads, handle);
 }

@@ -29,12 +29,14 @@ use cli::Args;
 use support::{parse, Parsed, BODY};
 
 const USAGE: &str = "\
-Usage: http [--addr HOST:PORT]
+Usage: http [--addr HOST:PORT] [--threads N]
 
 HTTP/1.1 \"Hello, World!\" on copas, one task per connection.
 
 Options:
   --addr HOST:PORT  address to listen on (default 127.0.0.1:8080)
+  --threads N       serve on N threads, one runtime and SO_REUSEPORT listener each
+                    (default 1)
   -h, --help        print this help
 ";
 
@@ -107,12 +109,8 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
 }
 
 fn main() {
-    let args = Args::parse("http", USAGE, &["--addr"], 0);
+    let args = Args::parse("http", USAGE, &["--addr", "--threads"], 0);
     let addr = args.addr("127.0.0.1:8080");
-    let server = copas::ServerBuilder::new()
-        .name("http")
-        .serve(addr.as_str(), handle)
-        .unwrap_or_else(|e| cli::cannot_listen("http", &addr, &e));
-    println!("http server listening on http://{}/", server.local_addr());
-    cli::run("http");
+    let threads = args.threads();
+    cli::serve("http", &addr, threads, handle);
 }

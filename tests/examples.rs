@@ -14,6 +14,7 @@ const SERVERS: &[(&str, &[&str])] = &[
     ("chat", &[]),
     ("kv", &[]),
     ("proxy", &["--upstream", "127.0.0.1:9"]),
+    ("pipeline", &[]),
 ];
 const OTHERS: &[&str] = &["timers", "many_tasks"];
 
@@ -123,4 +124,59 @@ fn servers_start_on_a_free_port() {
         std::net::TcpStream::connect(server.addr).expect("the server accepts");
         assert!(server.is_running(), "{name}");
     }
+}
+
+/// `--threads 2`: both threads' listeners share the port, and every client is echoed
+/// whichever thread the kernel hands it to.
+#[test]
+fn echo_and_http_serve_on_two_threads() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut echo = child::Server::start("echo", &["--addr", "127.0.0.1:0", "--threads", "2"]);
+    for i in 0..40 {
+        let mut c = std::net::TcpStream::connect(echo.addr).expect("echo accepts");
+        writeln!(c, "line {i}").unwrap();
+        let mut got = String::new();
+        BufReader::new(&c).read_line(&mut got).unwrap();
+        assert_eq!(got, format!("line {i}\n"));
+    }
+    assert!(echo.is_running());
+    let mut http = child::Server::start("http", &["--addr", "127.0.0.1:0", "--threads", "2"]);
+    let mut c = std::net::TcpStream::connect(http.addr).expect("http accepts");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert!(got.ends_with("Hello, World!"), "{got}");
+    assert!(http.is_running());
+}
+
+#[test]
+fn zero_threads_is_a_usage_error() {
+    let out = child::run("echo", &["--threads", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("'--threads' wants at least 1"));
+}
+
+/// The pipeline example answers each batch with `sort | uniq -c | sort -rn`'s output and a
+/// `.` line, while a second client that has sent only half a batch waits.
+#[test]
+fn pipeline_sorts_and_counts_a_batch() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut server = child::Server::start("pipeline", &["--addr", "127.0.0.1:0"]);
+    let mut idle = std::net::TcpStream::connect(server.addr).expect("pipeline accepts");
+    idle.write_all(b"half a batch\n").unwrap();
+    let mut c = std::net::TcpStream::connect(server.addr).expect("pipeline accepts");
+    c.write_all(b"b\na\nb\nc\nb\na\n\n").unwrap();
+    let mut lines = BufReader::new(&c).lines();
+    let mut got = Vec::new();
+    loop {
+        let line = lines.next().expect("a line").unwrap();
+        if line == "." {
+            break;
+        }
+        got.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    assert_eq!(got, ["3 b", "2 a", "1 c"]);
+    assert!(server.is_running());
 }

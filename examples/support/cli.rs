@@ -98,6 +98,15 @@ impl Args {
         }
     }
 
+    /// `--threads N` (at least 1), or 1.
+    pub(crate) fn threads(&self) -> usize {
+        let n = self.number("--threads", 1usize);
+        if n == 0 {
+            self.usage_error("option '--threads' wants at least 1");
+        }
+        n
+    }
+
     /// `--addr HOST:PORT`, or `default`; a usage error if it does not have that form.
     pub(crate) fn addr(&self, default: &str) -> String {
         let addr = self.value("--addr").unwrap_or(default);
@@ -168,5 +177,41 @@ pub(crate) fn fail(prog: &str, msg: &str) -> ! {
 pub(crate) fn run(prog: &str) {
     if let Err(e) = copas::run() {
         fail(prog, &format!("the loop stopped: {}", describe(&e)));
+    }
+}
+
+/// Serves `handler` as server `prog` on `addr` until the loop ends: on this thread's
+/// runtime when `threads` is 1, else on a group of `threads` threads, each with its own
+/// runtime and its own `SO_REUSEPORT` listener on `addr` ([`copas::Threads`]). Prints the
+/// address it listens on; failures are printed as sentences (exit 1).
+pub(crate) fn serve<H>(prog: &'static str, addr: &str, threads: usize, handler: H)
+where
+    H: Fn(copas::TcpStream) -> io::Result<()> + Copy + Send + Sync + 'static,
+{
+    if threads <= 1 {
+        let server = copas::ServerBuilder::new()
+            .name(prog)
+            .serve(addr, handler)
+            .unwrap_or_else(|e| cannot_listen(prog, addr, &e));
+        println!("{prog} server listening on {}", server.local_addr());
+        return run(prog);
+    }
+    let bind = addr.to_owned();
+    let group = copas::Threads::new(threads)
+        .name(prog)
+        .start(move |t| {
+            let listener = t.listener(bind.as_str())?;
+            copas::ServerBuilder::new()
+                .name(prog)
+                .serve(listener, handler)
+                .map(drop)
+        })
+        .unwrap_or_else(|e| cannot_listen(prog, addr, &e));
+    let local = group
+        .local_addr()
+        .map_or_else(|| addr.to_owned(), |a| a.to_string());
+    println!("{prog} server listening on {local} ({threads} threads)");
+    if let Err(e) = group.join() {
+        fail(prog, &format!("the loop stopped: {e}"));
     }
 }

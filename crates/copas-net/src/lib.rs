@@ -42,6 +42,8 @@ mod reactor;
 mod server;
 mod source;
 mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod udp;
 
 pub use bytes::Bytes;

@@ -599,18 +599,32 @@ impl TlsStream {
     }
 
     /// Sends `close_notify` after the buffered output, flushes, and closes the
-    /// connection in both directions.
+    /// connection in both directions (as [`TcpStream::close`], the OS error of the final
+    /// shutdown, such as `NotConnected` after the peer has gone, is not reported).
     ///
     /// # Errors
     /// The flush error (output that could not be sent is also reported lost when the TCP
     /// stream goes), or the stored TLS error.
     pub fn close(mut self) -> io::Result<()> {
-        let r = self.shutdown(Shutdown::Write);
+        let r = self.send_close_notify();
         self.read_closed = true;
         if r.is_ok() {
-            let _ = self.tcp.shutdown(Shutdown::Read);
+            let _ = self.tcp.shutdown(Shutdown::Both);
         }
         r
+    }
+
+    /// Queues `close_notify` (once) and flushes everything.
+    fn send_close_notify(&mut self) -> io::Result<()> {
+        self.check()?;
+        if !self.write_closed {
+            self.write_closed = true;
+            self.conn.send_close_notify();
+        }
+        let deadline = deadline_after(self.write_timeout);
+        self.push_tls(deadline)?;
+        self.tcp.set_write_timeout(remaining(deadline)?)?;
+        self.tcp.flush()
     }
 
     /// Shuts down a direction. Writing: sends `close_notify` after the buffered output,
@@ -626,14 +640,7 @@ impl TlsStream {
         if how == Shutdown::Read {
             return self.tcp.shutdown(Shutdown::Read);
         }
-        self.check()?;
-        if !self.write_closed {
-            self.write_closed = true;
-            self.conn.send_close_notify();
-        }
-        let deadline = deadline_after(self.write_timeout);
-        self.push_tls(deadline)?;
-        self.tcp.set_write_timeout(remaining(deadline)?)?;
+        self.send_close_notify()?;
         self.tcp.shutdown(how)
     }
 

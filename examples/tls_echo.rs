@@ -104,15 +104,16 @@ fn handle(mut conn: TlsStream) -> io::Result<()> {
 }
 
 fn run(opts: Options) -> Result<(), String> {
-    let config = match (&opts.cert, &opts.key) {
-        (Some(cert), Some(key)) => {
-            tls::server_config_from_pem_files(cert, key).map_err(|e| e.to_string())?
-        }
+    let (config, ca_file) = match (&opts.cert, &opts.key) {
+        (Some(cert), Some(key)) => (
+            tls::server_config_from_pem_files(cert, key).map_err(|e| e.to_string())?,
+            None,
+        ),
         _ => {
             let (config, path) = self_signed()?;
             println!("made a self-signed certificate for localhost and 127.0.0.1");
             println!("CA file: {}", path.display());
-            config
+            (config, Some(path))
         }
     };
     let server = copas::ServerBuilder::new()
@@ -120,7 +121,14 @@ fn run(opts: Options) -> Result<(), String> {
         .tls(config)
         .serve(opts.addr.as_str(), handle)
         .map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
-    println!("listening on {}", server.local_addr());
+    let addr = server.local_addr();
+    println!("listening on {addr}");
+    if let Some(ca) = ca_file {
+        println!(
+            "try: openssl s_client -connect {addr} -CAfile {}",
+            ca.display()
+        );
+    }
     copas::run().map_err(|e| format!("the loop failed: {e}"))
 }
 

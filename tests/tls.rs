@@ -604,6 +604,46 @@ fn write_takes_at_most_the_buffer_and_reports_partial_counts() {
 }
 
 #[test]
+fn read_timeouts_come_from_the_builder_and_keep_what_arrived() {
+    guard(|| {
+        let ca = Ca::new("test CA");
+        let seen = Rc::new(RefCell::new(None));
+        let seen2 = seen.clone();
+        let server = copas::ServerBuilder::new()
+            .read_timeout(Duration::from_millis(300))
+            .max_line_length(10)
+            .tls(localhost(&ca))
+            .serve("127.0.0.1:0", move |mut conn| {
+                let timeout = conn.read_timeout();
+                // The client sends half a line and then nothing.
+                let err = conn.receive_line().unwrap_err();
+                let kept = conn.buffered().to_vec();
+                // The line limit came from the builder too.
+                let too_long = conn.receive_line().unwrap_err();
+                *seen2.borrow_mut() = Some((timeout, err.kind(), kept, too_long.kind()));
+                conn.close()
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let config = ca.client_config();
+        serve_during(&server, move || {
+            let mut s = TlsStream::connect(addr, "localhost", config).unwrap();
+            s.send(b"half a").unwrap();
+            s.flush().unwrap();
+            copas::sleep(Duration::from_millis(600)).unwrap();
+            s.send(b" line that is long\n").unwrap();
+            s.flush().unwrap();
+            assert_eq!(s.receive_to_end().unwrap(), &b""[..]);
+        });
+        let (timeout, err, kept, too_long) = seen.borrow_mut().take().unwrap();
+        assert_eq!(timeout, Some(Duration::from_millis(300)));
+        assert_eq!(err, io::ErrorKind::TimedOut);
+        assert_eq!(kept, b"half a");
+        assert_eq!(too_long, io::ErrorKind::InvalidData);
+    });
+}
+
+#[test]
 fn bad_arguments_are_clear_errors() {
     guard(|| {
         let ca = Ca::new("test CA");

@@ -343,7 +343,7 @@ fn a_stalled_handshake_does_not_delay_other_clients() {
         let server = copas::ServerBuilder::new()
             .on_error(move |_, _, e| ev.borrow_mut().push(format!("error {:?}", e.kind())))
             .tls(localhost(&ca))
-            .handshake_timeout(Duration::from_secs(3))
+            .handshake_timeout(Duration::from_secs(5))
             .serve("127.0.0.1:0", move |conn| {
                 let r = echo(conn);
                 ev2.borrow_mut().push("served".to_owned());
@@ -609,6 +609,9 @@ fn read_timeouts_come_from_the_builder_and_keep_what_arrived() {
         let ca = Ca::new("test CA");
         let seen = Rc::new(RefCell::new(None));
         let seen2 = seen.clone();
+        // The client waits here until the server's receive has timed out.
+        let client_task = Rc::new(Cell::new(None::<copas::Task>));
+        let client_task2 = client_task.clone();
         let server = copas::ServerBuilder::new()
             .read_timeout(Duration::from_millis(300))
             .max_line_length(10)
@@ -618,6 +621,10 @@ fn read_timeouts_come_from_the_builder_and_keep_what_arrived() {
                 // The client sends half a line and then nothing.
                 let err = conn.receive_line().unwrap_err();
                 let kept = conn.buffered().to_vec();
+                conn.set_read_timeout(None)?;
+                if let Some(t) = client_task2.take() {
+                    t.unpark();
+                }
                 // The line limit came from the builder too.
                 let too_long = conn.receive_line().unwrap_err();
                 *seen2.borrow_mut() = Some((timeout, err.kind(), kept, too_long.kind()));
@@ -627,10 +634,11 @@ fn read_timeouts_come_from_the_builder_and_keep_what_arrived() {
         let addr = server.local_addr();
         let config = ca.client_config();
         serve_during(&server, move || {
+            client_task.set(Some(copas::current()));
             let mut s = TlsStream::connect(addr, "localhost", config).unwrap();
             s.send(b"half a").unwrap();
             s.flush().unwrap();
-            copas::sleep(Duration::from_millis(600)).unwrap();
+            copas::park_timeout(Duration::from_secs(30)).unwrap();
             s.send(b" line that is long\n").unwrap();
             s.flush().unwrap();
             assert_eq!(s.receive_to_end().unwrap(), &b""[..]);

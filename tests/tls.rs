@@ -776,6 +776,10 @@ fn the_tls_echo_example_serves_a_client_that_trusts_its_printed_certificate() {
         e.is_err(),
         "an untrusted self-signed certificate was accepted"
     );
+    drop(child);
+    if let Some(dir) = std::path::Path::new(&ca_file).parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[test]

@@ -41,7 +41,10 @@
 //! and [`copas_net`] (the readiness loop and sockets), so everything is `copas::...`.
 //!
 //! # Crate features
-//! None yet; the crate has no optional parts.
+//! - `tls` (off by default): TLS on rustls (ring provider) — `tls::TlsStream` with the
+//!   calls of `TcpStream`, TLS servers (`ServerBuilder::tls`, `tls::add_server`) and
+//!   verifying client configurations (`tls::client_config`, webpki-roots). See
+//!   `docs/tls.md`.
 //!
 //! # Threads
 //! One runtime per thread, created on first use. Tasks and sockets never leave their

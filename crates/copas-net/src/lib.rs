@@ -50,6 +50,8 @@ mod source;
 mod sys;
 mod tcp;
 mod threads;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod udp;
 
 pub use bytes::Bytes;

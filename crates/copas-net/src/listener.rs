@@ -5,9 +5,10 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
-use crate::reactor::Direction;
-use crate::source::Source;
-use crate::tcp::{each_addr, TcpStream};
+use crate::reactor::Interest;
+use crate::shared::each_addr;
+use crate::source::{Source, Waiter};
+use crate::tcp::TcpStream;
 
 /// A listening TCP socket for use inside copas tasks. Most servers use
 /// [`add_server`](crate::add_server) instead, which accepts in a task of its own.
@@ -43,6 +44,27 @@ impl TcpListener {
     /// # Errors
     /// The bind error of the last address tried.
     pub fn bind_with_backlog(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+        TcpListener::bind_opts(addr, backlog, false)
+    }
+
+    /// As [`bind`](TcpListener::bind), with `SO_REUSEPORT` set as well, so that several
+    /// listeners (one per thread, see [`Threads`](crate::Threads)) can bind the same
+    /// address, each of them with `SO_REUSEPORT`. Linux spreads incoming connections over
+    /// them by a hash of the connection's addresses and ports; other systems differ (some
+    /// give every connection to one listener).
+    ///
+    /// # Errors
+    /// The bind error of the last address tried (`AddrInUse` when a listener without
+    /// `SO_REUSEPORT`, or of another user, holds the address).
+    pub fn bind_reuse_port(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        TcpListener::bind_opts(addr, DEFAULT_BACKLOG, true)
+    }
+
+    fn bind_opts(
+        addr: impl ToSocketAddrs,
+        backlog: u32,
+        reuse_port: bool,
+    ) -> io::Result<TcpListener> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         each_addr(addr, |a| {
             let socket = socket2::Socket::new(
@@ -51,6 +73,9 @@ impl TcpListener {
                 Some(socket2::Protocol::TCP),
             )?;
             socket.set_reuse_address(true)?;
+            if reuse_port {
+                socket.set_reuse_port(true)?;
+            }
             socket.bind(&a.into())?;
             socket.listen(backlog)?;
             Ok(std::net::TcpListener::from(socket))
@@ -84,7 +109,7 @@ impl TcpListener {
         deadline: Option<Instant>,
     ) -> io::Result<(std::net::TcpStream, SocketAddr)> {
         self.source
-            .do_io(Direction::Read, deadline, std::net::TcpListener::accept)
+            .do_io(Interest::Read, deadline, std::net::TcpListener::accept)
     }
 
     /// One accept attempt that never waits (`WouldBlock` when none is pending).
@@ -92,9 +117,10 @@ impl TcpListener {
         self.source.get_ref().accept()
     }
 
-    /// Suspends until a connection may be pending.
-    pub(crate) fn wait_readable(&self) -> io::Result<()> {
-        self.source.wait(Direction::Read, None)
+    /// A handle that waits for a pending connection without borrowing the listener, so
+    /// that the listener may be closed meanwhile (the wait then fails).
+    pub(crate) fn waiter(&self) -> Waiter {
+        self.source.waiter()
     }
 
     /// The address the listener is bound to.

@@ -1,34 +1,44 @@
-//! The readiness loop: copas-core's [`Driver`] on epoll directly on Linux (see
-//! [`crate::epoll`] for why) and on a `polling::Poller` elsewhere; `polling`'s notifier
-//! wakes the loop from other threads on every platform.
+//! The readiness loop: copas-core's [`Driver`] over the platform's poller
+//! ([`crate::sys::Backend`]: epoll on Linux, `polling` elsewhere).
 //!
-//! Every socket is registered once, edge-triggered where the platform supports it (with
-//! `polling`'s oneshot mode otherwise, re-armed when a task waits), under a key made of its slab index and a
-//! generation number; an event whose generation no longer matches its slot (the socket was
-//! closed and the slot reused) is ignored, so a late event cannot wake the wrong task.
+//! Every descriptor is registered once, for both directions, under a key made of its slab
+//! index and a generation number. An event whose generation no longer matches its slot
+//! (the descriptor was deregistered and the slot reused) is ignored, so a late event can
+//! never wake the wrong task. [`live`] is the one place that checks it.
 //!
 //! Invariants:
-//! - A slot's `reader`/`writer` is the one task suspended waiting for that direction;
-//!   at most one of each. `waiters` counts the filled ones plus the sockets whose buffered
-//!   output waits for writability.
+//! - Per direction ([`Interest`] indexes `Slot::dirs`), `waiters` holds the tasks suspended
+//!   waiting for it. An exclusive slot (a copas socket) holds at most one; a shared one (a
+//!   [`Registration`](crate::Registration)) any number. `Inner::waiters` counts every
+//!   recorded waiter plus the sockets whose buffered output waits for writability.
+//! - A wait that ends finds its slot alive or fails: a task woken because its slot was
+//!   deregistered gets an error, never `Ok`.
 //! - No `RefCell` borrow of the reactor is held while waking a task or flushing a socket.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use copas_core::{hooks, Driver, Notify, Runtime, TaskId};
-use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
-/// Which readiness a task waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
+use crate::sys::{Backend, Readiness};
+
+/// A direction of readiness: what a task waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interest {
+    /// The descriptor is readable (or at end of stream, or in error).
     Read,
+    /// The descriptor is writable (or in error).
     Write,
+}
+
+impl Interest {
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Output that the reactor writes out in the background (before each wait, and when the
@@ -37,22 +47,32 @@ pub(crate) trait BackgroundFlush {
     /// Writes as much buffered output as the socket takes without blocking. Returns
     /// whether output is still pending.
     fn flush_background(&self) -> bool;
+
+    /// The reactor key of the socket.
+    fn key(&self) -> usize;
+}
+
+/// One direction of a slot.
+#[derive(Default)]
+struct DirState {
+    /// The tasks suspended waiting for this direction.
+    waiters: Vec<TaskId>,
+    /// (precise backends) An event reported readiness since the last waiter resumed: the
+    /// next `wait` returns at once, so an edge that came while no task waited is not lost.
+    ready: bool,
 }
 
 struct Slot {
     generation: u32,
-    reader: Option<TaskId>,
-    writer: Option<TaskId>,
+    /// The descriptor, for re-arming a oneshot registration.
+    fd: RawFd,
+    /// Whether several tasks may wait in one direction at once.
+    shared: bool,
+    dirs: [DirState; 2],
     /// Whose output waits for writability, if any.
     flusher: Option<Weak<dyn BackgroundFlush>>,
-    /// Read and write interest for the oneshot fallback.
-    interest: (bool, bool),
-    /// (epoll backend) An event reported readiness (read, write) since the last waiter in
-    /// that direction resumed: the next `wait` returns at once, so an edge that came while
-    /// no task waited is not lost.
-    ready: (bool, bool),
-    /// (epoll backend) The peer shut down its side or the connection failed: a read must
-    /// not be skipped, since no further edge will come.
+    /// (precise backends) The peer shut down its side or the connection failed: a read
+    /// must not be skipped, since no further edge will come.
     read_closed: bool,
 }
 
@@ -64,41 +84,52 @@ struct Inner {
     flush_queue: Vec<Rc<dyn BackgroundFlush>>,
 }
 
+impl Slot {
+    /// The directions a oneshot registration must be armed for: those with a waiter, and
+    /// writability while buffered output waits for it.
+    fn interest(&self) -> (bool, bool) {
+        let [r, w] = &self.dirs;
+        (
+            !r.waiters.is_empty(),
+            !w.waiters.is_empty() || self.flusher.is_some(),
+        )
+    }
+}
+
+/// The live slot of `key`; `None` when it was freed (and perhaps reused). The one place
+/// that checks a key's generation.
+fn live(slots: &mut Slab<Slot>, key: usize) -> Option<&mut Slot> {
+    let (index, generation) = split_key(key);
+    slots.get_mut(index).filter(|s| s.generation == generation)
+}
+
 impl Inner {
-    /// Applies one event to the slot of `key`: wakes its reader and writer, or queues its
-    /// background flush when it became writable with no writer waiting. `tracked` is the
-    /// event's read-closed bit where the backend reports readiness precisely (epoll):
-    /// then the slot also remembers the readiness for a later `wait`. Returns whether the
-    /// key was live (a stale generation is ignored).
-    fn dispatch(
-        &mut self,
-        key: usize,
-        readable: bool,
-        writable: bool,
-        tracked: Option<bool>,
-        wake: &mut dyn FnMut(TaskId),
-    ) -> bool {
-        let (index, generation) = split_key(key);
-        let slot = match self.slots.get_mut(index) {
-            Some(s) if s.generation == generation => s,
-            _ => return false,
+    /// Applies one event to the slot of `key`: wakes its waiters, or queues its background
+    /// flush when it became writable with no writer waiting. Returns whether the key was
+    /// live.
+    fn dispatch(&mut self, key: usize, r: Readiness, wake: &mut dyn FnMut(TaskId)) -> bool {
+        let Some(slot) = live(&mut self.slots, key) else {
+            return false;
         };
-        if let Some(read_closed) = tracked {
+        let mut flush = None;
+        if let Some(read_closed) = r.read_closed {
             slot.read_closed |= read_closed;
-            slot.ready.0 |= readable;
-            slot.ready.1 |= writable;
         }
-        if readable {
-            if let Some(id) = slot.reader {
-                wake(id);
+        for (dir, ready) in [(Interest::Read, r.readable), (Interest::Write, r.writable)] {
+            if !ready {
+                continue;
+            }
+            let state = &mut slot.dirs[dir.index()];
+            if r.read_closed.is_some() {
+                state.ready = true;
+            }
+            state.waiters.iter().for_each(|&id| wake(id));
+            if dir == Interest::Write && state.waiters.is_empty() {
+                flush = slot.flusher.as_ref().and_then(Weak::upgrade);
             }
         }
-        if writable {
-            if let Some(id) = slot.writer {
-                wake(id);
-            } else if let Some(f) = slot.flusher.as_ref().and_then(Weak::upgrade) {
-                self.flush_queue.push(f);
-            }
+        if let Some(f) = flush {
+            self.flush_queue.push(f);
         }
         true
     }
@@ -107,14 +138,8 @@ impl Inner {
 /// The per-thread readiness loop. Created on first use of a copas socket and installed as
 /// the runtime's driver; applications normally never touch it.
 pub struct Reactor {
-    poller: Arc<Poller>,
-    /// Linux: the epoll instance that carries the sockets (see [`crate::epoll`]);
-    /// elsewhere `None`, and `poller` carries them.
-    #[cfg(target_os = "linux")]
-    epoll: Option<RefCell<crate::epoll::Epoll>>,
-    mode: PollMode,
+    backend: Backend,
     inner: RefCell<Inner>,
-    events: RefCell<Events>,
     runtime: Runtime,
     polls: Cell<u64>,
     /// Where small reads land before they are copied into a stream's buffer, so an idle
@@ -126,7 +151,6 @@ impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.inner.borrow();
         f.debug_struct("Reactor")
-            .field("mode", &self.mode)
             .field("sources", &inner.slots.len())
             .field("waiters", &inner.waiters)
             .finish()
@@ -139,8 +163,8 @@ const INDEX_BITS: u32 = if usize::BITS >= 64 { 32 } else { 20 };
 const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
 
 fn key_of(index: usize, generation: u32) -> usize {
-    // The poller reserves usize::MAX: the generation never fills every bit (see
-    // `insert_slot`), so no key is all ones.
+    // Backends reserve usize::MAX: the generation never fills every bit (see
+    // `GENERATION_LIMIT`), so no key is all ones.
     (index & INDEX_MASK) | ((generation as usize) << INDEX_BITS)
 }
 
@@ -168,32 +192,14 @@ impl Reactor {
         if let Some(r) = rt.driver::<Reactor>() {
             return Ok(r);
         }
-        let poller = Poller::new()?;
-        let mode = if poller.supports_edge() {
-            PollMode::Edge
-        } else {
-            PollMode::Oneshot
-        };
-        #[cfg(target_os = "linux")]
-        let epoll = {
-            use std::os::fd::AsRawFd;
-            let ep = crate::epoll::Epoll::new()?;
-            // polling's epoll descriptor becomes readable when its notifier fires.
-            ep.add(poller.as_raw_fd(), NOTIFY_KEY, libc::EPOLLIN as u32)?;
-            Some(RefCell::new(ep))
-        };
         let reactor = Rc::new(Reactor {
-            poller: Arc::new(poller),
-            #[cfg(target_os = "linux")]
-            epoll,
-            mode,
+            backend: Backend::new()?,
             inner: RefCell::new(Inner {
                 slots: Slab::new(),
                 next_generation: 0,
                 waiters: 0,
                 flush_queue: Vec::new(),
             }),
-            events: RefCell::new(Events::new()),
             runtime: rt.clone(),
             polls: Cell::new(0),
             scratch: RefCell::new(Vec::new()),
@@ -202,93 +208,79 @@ impl Reactor {
         Ok(reactor)
     }
 
-    pub(crate) fn poller(&self) -> &Poller {
-        &self.poller
-    }
-
-    /// The epoll instance that carries the sockets, on Linux.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn epoll(&self) -> Option<&RefCell<crate::epoll::Epoll>> {
-        self.epoll.as_ref()
-    }
-
-    /// Whether events say exactly when a socket became ready and when its peer closed
-    /// (the epoll backend), so that a read known to find nothing can be skipped.
-    fn precise(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            self.epoll.is_some()
+    /// Registers `fd` for both directions; returns its key. `shared`: several tasks may
+    /// wait in one direction at once. The caller must [`deregister`](Self::deregister)
+    /// it before the descriptor closes.
+    pub(crate) fn register(&self, fd: RawFd, shared: bool) -> io::Result<usize> {
+        let key = {
+            let mut inner = self.inner.borrow_mut();
+            let generation = inner.next_generation;
+            inner.next_generation = (generation + 1) % GENERATION_LIMIT;
+            let index = inner.slots.insert(Slot {
+                generation,
+                fd,
+                shared,
+                dirs: Default::default(),
+                flusher: None,
+                read_closed: false,
+            });
+            key_of(index, generation)
+        };
+        if let Err(e) = self.backend.add(fd, key) {
+            self.remove_slot(key);
+            return Err(e);
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            false
+        Ok(key)
+    }
+
+    /// Undoes [`register`](Self::register): deletes `fd` from the poller (unless
+    /// `kernel` is false: the caller knows the descriptor no longer is the one registered)
+    /// and frees the slot, waking every task still waiting on it (their waits fail).
+    pub(crate) fn deregister(&self, key: usize, fd: RawFd, kernel: bool) {
+        if kernel {
+            // Deleting fails only if the descriptor is no longer registered, and then
+            // there is nothing left to undo.
+            let _ = self.backend.delete(fd);
+        }
+        self.remove_slot(key);
+    }
+
+    fn remove_slot(&self, key: usize) {
+        let slot = {
+            let mut inner = self.inner.borrow_mut();
+            let (index, _) = split_key(key);
+            if live(&mut inner.slots, key).is_none() {
+                return;
+            }
+            let slot = inner.slots.remove(index);
+            let n = slot.dirs.iter().map(|d| d.waiters.len()).sum::<usize>()
+                + usize::from(slot.flusher.is_some());
+            inner.waiters -= n;
+            slot
+        };
+        for id in slot.dirs.iter().flat_map(|d| d.waiters.iter()) {
+            hooks::wake(&self.runtime, *id);
         }
     }
 
     /// Whether a read on the socket may be skipped after one that drained the kernel's
     /// buffer: true when readiness is tracked precisely and the peer has not closed.
     pub(crate) fn may_skip_read(&self, key: usize) -> bool {
-        if !self.precise() {
-            return false;
-        }
-        let (index, generation) = split_key(key);
-        let inner = self.inner.borrow();
-        matches!(inner.slots.get(index), Some(s) if s.generation == generation && !s.read_closed)
-    }
-
-    pub(crate) fn mode(&self) -> PollMode {
-        self.mode
-    }
-
-    /// Reserves a slot; returns its poller key.
-    pub(crate) fn insert_slot(&self) -> usize {
-        let mut inner = self.inner.borrow_mut();
-        let generation = inner.next_generation;
-        inner.next_generation = (generation + 1) % GENERATION_LIMIT;
-        let index = inner.slots.insert(Slot {
-            generation,
-            reader: None,
-            writer: None,
-            flusher: None,
-            interest: (false, false),
-            ready: (false, false),
-            read_closed: false,
-        });
-        key_of(index, generation)
-    }
-
-    /// Frees a slot. Tasks still recorded as waiting are woken so they see the socket gone.
-    pub(crate) fn remove_slot(&self, key: usize) {
-        let (index, generation) = split_key(key);
-        let slot = {
-            let mut inner = self.inner.borrow_mut();
-            match inner.slots.get(index) {
-                Some(s) if s.generation == generation => {}
-                _ => return,
-            }
-            let slot = inner.slots.remove(index);
-            let n = usize::from(slot.reader.is_some())
-                + usize::from(slot.writer.is_some())
-                + usize::from(slot.flusher.is_some());
-            inner.waiters -= n;
-            slot
-        };
-        for id in [slot.reader, slot.writer].into_iter().flatten() {
-            hooks::wake(&self.runtime, id);
-        }
+        Backend::PRECISE
+            && matches!(live(&mut self.inner.borrow_mut().slots, key), Some(s) if !s.read_closed)
     }
 
     /// Wakes whoever waits on the socket in either direction (they re-check their state).
     pub(crate) fn wake_waiters(&self, key: usize) {
-        let (index, generation) = split_key(key);
-        let ids = {
-            let inner = self.inner.borrow();
-            match inner.slots.get(index) {
-                Some(s) if s.generation == generation => [s.reader, s.writer],
-                _ => return,
-            }
+        let ids: Vec<TaskId> = match live(&mut self.inner.borrow_mut().slots, key) {
+            Some(s) => s
+                .dirs
+                .iter()
+                .flat_map(|d| d.waiters.iter().copied())
+                .collect(),
+            None => return,
         };
-        for id in ids.into_iter().flatten() {
+        for id in ids {
             hooks::wake(&self.runtime, id);
         }
     }
@@ -302,7 +294,7 @@ impl Reactor {
         f(&mut scratch[..len])
     }
 
-    /// Number of registered sockets and listeners.
+    /// Number of registered sockets, listeners and raw registrations.
     pub fn sources(&self) -> usize {
         self.inner.borrow().slots.len()
     }
@@ -312,72 +304,50 @@ impl Reactor {
         self.polls.get()
     }
 
-    /// Suspends the caller until the socket registered under `key` may be ready in
-    /// direction `dir`, the deadline passes, or the task is cancelled. The caller must
-    /// have seen `WouldBlock` from the operation it retries afterwards.
+    /// Whether the slot of `key` is still registered.
+    pub(crate) fn is_live(&self, key: usize) -> bool {
+        live(&mut self.inner.borrow_mut().slots, key).is_some()
+    }
+
+    /// Suspends the caller until the descriptor registered under `key` may be ready for
+    /// `dir`, the deadline passes, or the task is cancelled. Wake-ups may be spurious: the
+    /// caller retries its operation. With `check`, the descriptor's current readiness is
+    /// polled first (one system call), so that a wait never misses readiness that came
+    /// before it.
     ///
     /// # Errors
-    /// `ResourceBusy` if another task waits in the same direction; `TimedOut`; a
-    /// cancellation error; `NotConnected` if the socket was closed meanwhile.
+    /// `TimedOut` at the deadline; the cancellation error; `NotConnected` when the
+    /// registration is (or becomes) closed; `ResourceBusy` when another task already waits
+    /// in `dir` on an exclusive slot.
     pub(crate) fn wait(
         &self,
         key: usize,
-        fd: BorrowedFd<'_>,
-        dir: Direction,
+        dir: Interest,
         deadline: Option<Instant>,
+        check: bool,
     ) -> io::Result<()> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(io::ErrorKind::TimedOut.into());
         }
         let me = hooks::waiter_id();
-        let (index, generation) = split_key(key);
-        let rearm = {
+        let (fd, rearm) = {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;
-            let slot = match inner.slots.get_mut(index) {
-                Some(s) if s.generation == generation => s,
-                _ => return Err(closed()),
-            };
-            let waiter = match dir {
-                Direction::Read => &mut slot.reader,
-                Direction::Write => &mut slot.writer,
-            };
-            match waiter {
-                Some(other) if *other != me => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ResourceBusy,
-                        match dir {
-                            Direction::Read => "copas: another task is already reading this socket",
-                            Direction::Write => {
-                                "copas: another task is already writing this socket"
-                            }
-                        },
-                    ));
+            let slot = live(&mut inner.slots, key).ok_or_else(closed)?;
+            let shared = slot.shared;
+            let state = &mut slot.dirs[dir.index()];
+            if !state.waiters.contains(&me) {
+                if !shared && !state.waiters.is_empty() {
+                    return Err(busy(dir));
                 }
-                Some(_) => {}
-                None => {
-                    let ready = match dir {
-                        Direction::Read => &mut slot.ready.0,
-                        Direction::Write => &mut slot.ready.1,
-                    };
-                    if std::mem::take(ready) {
-                        // An edge came while nobody waited: retry the operation now.
-                        return Ok(());
-                    }
-                    let waiter = match dir {
-                        Direction::Read => &mut slot.reader,
-                        Direction::Write => &mut slot.writer,
-                    };
-                    *waiter = Some(me);
-                    inner.waiters += 1;
+                if std::mem::take(&mut state.ready) {
+                    // An edge came while nobody waited: retry the operation now.
+                    return Ok(());
                 }
+                state.waiters.push(me);
+                inner.waiters += 1;
             }
-            if self.mode == PollMode::Oneshot {
-                slot.interest = (slot.reader.is_some(), slot.writer.is_some());
-                Some(slot.interest)
-            } else {
-                None
-            }
+            (slot.fd, self.backend.needs_rearm().then(|| slot.interest()))
         };
         let _guard = WaitGuard {
             reactor: self,
@@ -386,10 +356,17 @@ impl Reactor {
             me,
         };
         if let Some((r, w)) = rearm {
-            self.poller
-                .modify_with_mode(fd, Event::new(key, r, w), PollMode::Oneshot)?;
+            self.backend.rearm(fd, key, r, w)?;
         }
-        hooks::suspend_on(&self.runtime, deadline)
+        if check && crate::sys::unix::ready_now(fd, dir)? {
+            return Ok(());
+        }
+        hooks::suspend_on(&self.runtime, deadline)?;
+        if self.is_live(key) {
+            Ok(())
+        } else {
+            Err(closed())
+        }
     }
 
     /// Queues `f` to be flushed before the loop next waits.
@@ -399,136 +376,96 @@ impl Reactor {
 
     /// Records (or clears) that the socket's output waits for writability.
     pub(crate) fn set_flusher(&self, key: usize, f: Option<Weak<dyn BackgroundFlush>>) {
-        let (index, generation) = split_key(key);
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        if let Some(slot) = inner.slots.get_mut(index) {
-            if slot.generation == generation {
-                match (&slot.flusher, &f) {
-                    (None, Some(_)) => inner.waiters += 1,
-                    (Some(_), None) => inner.waiters -= 1,
-                    _ => {}
-                }
-                slot.flusher = f;
-            }
-        }
-    }
-}
-
-/// The key of polling's own descriptor in the epoll backend.
-#[cfg(target_os = "linux")]
-const NOTIFY_KEY: u64 = u64::MAX;
-
-impl Reactor {
-    #[cfg(target_os = "linux")]
-    fn park_epoll(
-        &self,
-        ep: &RefCell<crate::epoll::Epoll>,
-        timeout: Option<Duration>,
-        wake: &mut dyn FnMut(TaskId),
-    ) -> io::Result<usize> {
-        self.polls.set(self.polls.get() + 1);
-        let mut ep = ep.borrow_mut();
-        let events = match ep.wait(timeout) {
-            Ok(events) => events,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
-            Err(e) => return Err(e),
+        let Some(slot) = live(&mut inner.slots, key) else {
+            return;
         };
-        let mut handled = 0;
-        let mut notified = false;
-        {
-            let mut inner = self.inner.borrow_mut();
-            for ev in events {
-                let r = crate::epoll::readiness(ev);
-                if r.key == NOTIFY_KEY {
-                    notified = true;
-                    continue;
-                }
-                let tracked = Some(r.read_closed);
-                handled += usize::from(inner.dispatch(
-                    r.key as usize,
-                    r.readable,
-                    r.writable,
-                    tracked,
-                    wake,
-                ));
-            }
+        match (&slot.flusher, &f) {
+            (None, Some(_)) => inner.waiters += 1,
+            (Some(_), None) => inner.waiters -= 1,
+            _ => {}
         }
-        drop(ep);
-        if notified {
-            // Let polling consume its notification and re-arm its notifier.
-            let mut events = self.events.borrow_mut();
-            events.clear();
-            self.poller.wait(&mut events, Some(Duration::ZERO))?;
-            handled += 1;
+        slot.flusher = f;
+        self.rearm(slot, key);
+    }
+
+    /// Renews a oneshot registration's interest (nothing to do for edge-triggered ones).
+    /// A failure leaves the socket without events; its next wait re-arms and reports it.
+    fn rearm(&self, slot: &Slot, key: usize) {
+        if self.backend.needs_rearm() {
+            let (r, w) = slot.interest();
+            let _ = self.backend.rearm(slot.fd, key, r, w);
         }
-        Ok(handled)
     }
 }
 
 fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "copas: the socket was closed")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "copas: the descriptor's registration was closed",
+    )
+}
+
+fn busy(dir: Interest) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        match dir {
+            Interest::Read => "copas: another task is already reading this socket",
+            Interest::Write => "copas: another task is already writing this socket",
+        },
+    )
 }
 
 /// Clears the waiter record when the wait ends, also when the task unwinds.
 struct WaitGuard<'a> {
     reactor: &'a Reactor,
     key: usize,
-    dir: Direction,
+    dir: Interest,
     me: TaskId,
 }
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        let (index, generation) = split_key(self.key);
         let mut inner = self.reactor.inner.borrow_mut();
         let inner = &mut *inner;
-        if let Some(slot) = inner.slots.get_mut(index) {
-            if slot.generation == generation {
-                let waiter = match self.dir {
-                    Direction::Read => &mut slot.reader,
-                    Direction::Write => &mut slot.writer,
-                };
-                if *waiter == Some(self.me) {
-                    *waiter = None;
-                    inner.waiters -= 1;
-                    // The event that woke us is consumed by the retry that follows.
-                    match self.dir {
-                        Direction::Read => slot.ready.0 = false,
-                        Direction::Write => slot.ready.1 = false,
-                    }
-                }
-            }
+        let Some(slot) = live(&mut inner.slots, self.key) else {
+            return;
+        };
+        let state = &mut slot.dirs[self.dir.index()];
+        if let Some(i) = state.waiters.iter().position(|&id| id == self.me) {
+            state.waiters.swap_remove(i);
+            inner.waiters -= 1;
+            // The event that woke us is consumed by the retry that follows.
+            state.ready = false;
         }
     }
 }
 
 impl Driver for Reactor {
     fn park(&self, timeout: Option<Duration>, wake: &mut dyn FnMut(TaskId)) -> io::Result<usize> {
-        #[cfg(target_os = "linux")]
-        if let Some(ep) = &self.epoll {
-            return self.park_epoll(ep, timeout, wake);
-        }
-        let mut events = self.events.borrow_mut();
-        events.clear();
         self.polls.set(self.polls.get() + 1);
-        match self.poller.wait(&mut events, timeout) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
-            Err(e) => return Err(e),
-        }
         let mut inner = self.inner.borrow_mut();
-        let mut handled = 0;
-        for ev in events.iter() {
-            handled += usize::from(inner.dispatch(ev.key, ev.readable, ev.writable, None, wake));
+        let r = self
+            .backend
+            .wait(timeout, &mut |key, r| inner.dispatch(key, r, wake));
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            r => r,
         }
-        Ok(handled)
     }
 
     fn before_park(&self) {
         let queue = std::mem::take(&mut self.inner.borrow_mut().flush_queue);
         for f in queue {
-            f.flush_background();
+            if f.flush_background() && self.backend.needs_rearm() {
+                // Still pending: a oneshot registration fired for this writability and
+                // must be armed again for the next.
+                let key = f.key();
+                if let Some(slot) = live(&mut self.inner.borrow_mut().slots, key) {
+                    self.rearm(slot, key);
+                }
+            }
         }
     }
 
@@ -542,9 +479,6 @@ impl Driver for Reactor {
     }
 
     fn notifier(&self) -> Notify {
-        let poller = self.poller.clone();
-        Arc::new(move || {
-            let _ = poller.notify();
-        })
+        self.backend.notifier()
     }
 }

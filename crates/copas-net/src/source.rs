@@ -1,10 +1,9 @@
-//! Registration of descriptors with the reactor: added when a [`Source`] is created,
-//! deleted before the descriptor closes. Also the one read into uninitialised buffer
-//! memory. With `epoll.rs` (Linux), the only module of copas-net with `unsafe`.
+//! Sockets owned by copas, registered with the reactor: a [`Source`] registers its
+//! descriptor when created and deregisters it before the descriptor closes. Also the one
+//! read into uninitialised buffer memory, the only `unsafe` here.
 //!
-//! Invariant: a `Source` owns its I/O object, and its `Drop` deletes the descriptor from
-//! the poller before the object (and so the descriptor) is dropped, which is what
-//! `Poller::add` requires.
+//! Invariant: a `Source` owns its I/O object, and its `Drop` deregisters the descriptor
+//! before the object (and so the descriptor) is dropped.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -13,14 +12,14 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use polling::{Event, PollMode};
 
-use crate::reactor::{Direction, Reactor};
+use crate::reactor::{Interest, Reactor};
 
-/// A non-blocking descriptor registered with the current thread's reactor.
+/// A non-blocking descriptor registered with the current thread's reactor, at most one
+/// waiting task per direction.
 pub(crate) struct Source<T: AsFd> {
     /// # Invariant
-    /// Registered with `reactor`'s poller under `key` until `drop` deletes it.
+    /// Registered with `reactor` under `key` until `drop` deregisters it.
     io: T,
     key: usize,
     reactor: Rc<Reactor>,
@@ -30,35 +29,7 @@ impl<T: AsFd> Source<T> {
     /// Registers `io`, which must already be in non-blocking mode.
     pub(crate) fn new(io: T) -> io::Result<Source<T>> {
         let reactor = Reactor::current()?;
-        let key = reactor.insert_slot();
-        #[cfg(target_os = "linux")]
-        if let Some(ep) = reactor.epoll() {
-            let added = ep.borrow().add(
-                io.as_fd().as_raw_fd(),
-                key as u64,
-                crate::epoll::SOCKET_INTEREST,
-            );
-            if let Err(e) = added {
-                reactor.remove_slot(key);
-                return Err(e);
-            }
-            return Ok(Source { io, key, reactor });
-        }
-        let (interest, mode) = match reactor.mode() {
-            PollMode::Oneshot => (Event::none(key), PollMode::Oneshot),
-            mode => (Event::all(key), mode),
-        };
-        // SAFETY: the descriptor is owned by `io`, which this `Source` owns from here on;
-        // `Drop for Source` deletes it from the poller before `io` is dropped and closes it.
-        let added = unsafe {
-            reactor
-                .poller()
-                .add_with_mode(io.as_fd().as_raw_fd(), interest, mode)
-        };
-        if let Err(e) = added {
-            reactor.remove_slot(key);
-            return Err(e);
-        }
+        let key = reactor.register(io.as_fd().as_raw_fd(), false)?;
         Ok(Source { io, key, reactor })
     }
 
@@ -80,16 +51,26 @@ impl<T: AsFd> Source<T> {
         self.reactor.may_skip_read(self.key)
     }
 
-    /// Suspends until the descriptor may be ready in `dir`; see [`Reactor::wait`].
-    pub(crate) fn wait(&self, dir: Direction, deadline: Option<Instant>) -> io::Result<()> {
-        self.reactor.wait(self.key, self.io.as_fd(), dir, deadline)
+    /// Suspends until the descriptor may be ready for `dir`; see [`Reactor::wait`]. The
+    /// caller has just seen `WouldBlock`, so the current readiness is not polled again.
+    pub(crate) fn wait(&self, dir: Interest, deadline: Option<Instant>) -> io::Result<()> {
+        self.reactor.wait(self.key, dir, deadline, false)
+    }
+
+    /// A handle to wait on this source that does not borrow it, for a task that waits
+    /// while another may drop the source (its wait then fails with `NotConnected`).
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter {
+            reactor: self.reactor.clone(),
+            key: self.key,
+        }
     }
 
     /// Runs `op` until it does not return `WouldBlock`, waiting for readiness in `dir` in
     /// between. `Interrupted` is retried.
     pub(crate) fn do_io<R>(
         &self,
-        dir: Direction,
+        dir: Interest,
         deadline: Option<Instant>,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
@@ -103,18 +84,24 @@ impl<T: AsFd> Source<T> {
     }
 }
 
+/// See [`Source::waiter`]. Waiting checks the key's generation first, so a waiter
+/// outliving its source only ever fails.
+pub(crate) struct Waiter {
+    reactor: Rc<Reactor>,
+    key: usize,
+}
+
+impl Waiter {
+    /// As [`Source::wait`]; `NotConnected` once the source is gone.
+    pub(crate) fn wait(&self, dir: Interest, deadline: Option<Instant>) -> io::Result<()> {
+        self.reactor.wait(self.key, dir, deadline, false)
+    }
+}
+
 impl<T: AsFd> Drop for Source<T> {
     fn drop(&mut self) {
-        // Deleting can only fail if the descriptor was never added or is already closed;
-        // neither can happen to a live Source, and there is nothing to do about it here.
-        #[cfg(target_os = "linux")]
-        if let Some(ep) = self.reactor.epoll() {
-            let _ = ep.borrow().delete(self.io.as_fd().as_raw_fd());
-            self.reactor.remove_slot(self.key);
-            return;
-        }
-        let _ = self.reactor.poller().delete(self.io.as_fd());
-        self.reactor.remove_slot(self.key);
+        self.reactor
+            .deregister(self.key, self.io.as_fd().as_raw_fd(), true);
     }
 }
 

@@ -10,13 +10,13 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use copas_core::{cooperate, Builder, JoinHandle};
 
-use crate::reactor::Direction;
+use crate::reactor::Interest;
+use crate::shared::{check_timeout, deadline_after, each_addr};
 use crate::source::Source;
-use crate::tcp::{check_timeout, each_addr};
 
 /// The largest UDP payload: what a [`UdpServer`]'s receive buffer holds.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -57,10 +57,6 @@ impl fmt::Debug for UdpSocket {
     }
 }
 
-fn deadline(t: Option<Duration>) -> Option<Instant> {
-    t.and_then(|d| Instant::now().checked_add(d))
-}
-
 impl UdpSocket {
     /// Binds a socket to the first address `addr` resolves to that works.
     ///
@@ -86,14 +82,14 @@ impl UdpSocket {
 
     fn io<R>(
         &self,
-        dir: Direction,
+        dir: Interest,
         op: impl FnMut(&std::net::UdpSocket) -> io::Result<R>,
     ) -> io::Result<R> {
         let timeout = match dir {
-            Direction::Read => self.read_timeout.get(),
-            Direction::Write => self.write_timeout.get(),
+            Interest::Read => self.read_timeout.get(),
+            Interest::Write => self.write_timeout.get(),
         };
-        let r = self.source.do_io(dir, deadline(timeout), op)?;
+        let r = self.source.do_io(dir, deadline_after(timeout), op)?;
         cooperate();
         Ok(r)
     }
@@ -105,7 +101,7 @@ impl UdpSocket {
     /// `TimedOut` after the read timeout; `ResourceBusy` if another task is already
     /// waiting to receive on this socket; a cancellation error; the OS error.
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io(Direction::Read, |s| s.recv_from(buf))
+        self.io(Interest::Read, |s| s.recv_from(buf))
     }
 
     /// Sends one datagram to `addr`; returns the bytes sent.
@@ -120,7 +116,7 @@ impl UdpSocket {
                 "copas: the address resolved to nothing",
             )
         })?;
-        self.io(Direction::Write, |s| s.send_to(buf, addr))
+        self.io(Interest::Write, |s| s.send_to(buf, addr))
     }
 
     /// Sets the default peer for [`send`](UdpSocket::send) and [`recv`](UdpSocket::recv)
@@ -138,7 +134,7 @@ impl UdpSocket {
     /// As [`recv_from`](UdpSocket::recv_from); `ConnectionRefused` when an earlier
     /// datagram was refused by the peer.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io(Direction::Read, |s| s.recv(buf))
+        self.io(Interest::Read, |s| s.recv(buf))
     }
 
     /// Sends one datagram to the connected peer.
@@ -147,7 +143,7 @@ impl UdpSocket {
     /// As [`send_to`](UdpSocket::send_to); the OS error if not connected
     /// (`EDESTADDRREQ` on Linux).
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io(Direction::Write, |s| s.send(buf))
+        self.io(Interest::Write, |s| s.send(buf))
     }
 
     /// The local address.
@@ -303,7 +299,7 @@ where
                         // One wait, not a retrying loop: a wake-up by `exit` must reach
                         // the check above.
                         copas_core::wake_on_exit();
-                        if socket.source.wait(Direction::Read, None).is_err() {
+                        if socket.source.wait(Interest::Read, None).is_err() {
                             break;
                         }
                     }

@@ -114,7 +114,7 @@ impl RuntimeThread {
         match self.thread.join() {
             Ok(r) => r,
             Err(payload) => {
-                let msg = crate::task::payload_str(payload.as_ref())
+                let msg = crate::error::payload_str(payload.as_ref())
                     .unwrap_or("<non-string payload>")
                     .to_owned();
                 Err(io::Error::other(format!(

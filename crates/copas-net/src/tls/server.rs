@@ -85,12 +85,16 @@ impl TlsServerBuilder {
         L: IntoListener,
         H: Fn(TlsStream) -> io::Result<()> + 'static,
     {
-        crate::tcp::check_timeout(Some(self.handshake_timeout))?;
+        crate::shared::check_timeout(Some(self.handshake_timeout))?;
         let max_line = self.builder.line_limit();
         let config = self.config;
         let timeout = self.handshake_timeout;
         let handler = Rc::new(handler);
         self.builder.serve(listener, move |tcp| {
+            // The handshake's last flights and the session tickets that follow them are
+            // small writes in a row: with Nagle on, the tickets wait for the client's
+            // delayed ACK (about 40 ms per handshake).
+            tcp.set_nodelay(true)?;
             let mut tls = TlsStream::wrap_server(tcp, config.clone(), timeout)?;
             if let Some(n) = max_line {
                 tls.set_max_line_length(n);

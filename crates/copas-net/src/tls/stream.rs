@@ -28,7 +28,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::buffer::{Line, ReadBuffer};
-use crate::tcp::check_timeout;
+use crate::shared::check_timeout;
 use crate::{TcpStream, DEFAULT_MAX_LINE, DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER};
 
 /// How long a handshake may take by default (servers and [`TlsStream::connect`]): 10 s.

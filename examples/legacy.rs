@@ -14,6 +14,8 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -135,13 +137,8 @@ fn main() {
         std::process::exit(2);
     }
     let addr = support::parse_addr("127.0.0.1:7300");
-    let listener = match TcpListener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("legacy: cannot listen on {addr}: {e}");
-            std::process::exit(1);
-        }
-    };
+    let listener =
+        TcpListener::bind(&addr).unwrap_or_else(|e| cli::cannot_listen("legacy", &addr, &e));
     let mode = if threads { "threads" } else { "copas" };
     println!("legacy server ({mode}) listening on {addr}");
     let _ = io::stdout().flush();
@@ -151,7 +148,9 @@ fn main() {
         serve_copas(listener)
     };
     if let Err(e) = served {
-        eprintln!("legacy: serving on {addr} failed: {e}");
-        std::process::exit(1);
+        cli::fail(
+            "legacy",
+            &format!("serving on {addr} failed: {}", cli::describe(&e)),
+        );
     }
 }

@@ -506,7 +506,7 @@ fn connecting_to_a_closed_port_is_refused() {
         let addr = closed_port();
         let h = copas::spawn(move || {
             let a = TcpStream::connect(addr).unwrap_err().kind();
-            let b = TcpStream::connect_timeout(&addr, Duration::from_secs(30))
+            let b = TcpStream::connect_timeout(addr, Duration::from_secs(30))
                 .unwrap_err()
                 .kind();
             (a, b)

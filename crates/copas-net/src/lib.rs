@@ -38,6 +38,7 @@
 //! shutdown, panics and per-thread stats.
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod addr;
 mod buffer;
 mod fd;
 mod listener;
@@ -54,6 +55,7 @@ mod threads;
 pub mod tls;
 mod udp;
 
+pub use addr::{Addrs, ToSocketAddrs};
 pub use bytes::Bytes;
 pub use fd::Fd;
 pub use listener::{TcpListener, DEFAULT_BACKLOG};

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+
+use crate::addr::ToSocketAddrs;
 use std::time::Instant;
 
 use crate::reactor::Interest;

@@ -1,10 +1,13 @@
 //! Helpers shared by the socket types: address resolution and std's timeout rules.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Tries `f` on each address `addr` resolves to; returns the first success or the last
+use crate::addr::ToSocketAddrs;
+
+/// Tries `f` on each address `addr` resolves to (host names off the loop, see
+/// [`ToSocketAddrs`]); returns the first success or the last
 /// error.
 pub(crate) fn each_addr<T>(
     addr: impl ToSocketAddrs,

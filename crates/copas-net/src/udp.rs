@@ -8,7 +8,9 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+
+use crate::addr::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -120,12 +122,14 @@ impl UdpSocket {
     }
 
     /// Sets the default peer for [`send`](UdpSocket::send) and [`recv`](UdpSocket::recv)
-    /// and filters incoming datagrams to it.
+    /// and filters incoming datagrams to it. A host name is resolved off the loop
+    /// ([`ToSocketAddrs`](crate::ToSocketAddrs)).
     ///
     /// # Errors
-    /// The OS error.
+    /// The resolver's error, or the OS error.
     pub fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
-        self.source.get_ref().connect(addr)
+        let addrs = addr.to_socket_addrs()?;
+        self.source.get_ref().connect(addrs.as_slice())
     }
 
     /// Receives one datagram from the connected peer.

@@ -5,7 +5,9 @@
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr};
+
+use crate::addr::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -100,7 +102,9 @@ impl TcpStream {
     }
 
     /// Opens a connection, suspending the task (not the thread) while it is being set up.
-    /// Each address `addr` resolves to is tried in turn. Name resolution itself blocks.
+    /// Each address `addr` resolves to is tried in turn. A host name is resolved on the
+    /// [`unblock`](copas_core::unblock) pool, so it does not block the loop either
+    /// ([`ToSocketAddrs`](crate::ToSocketAddrs)).
     ///
     /// # Errors
     /// The error of the last address tried (`ConnectionRefused`, …), or `InvalidInput` if
@@ -110,12 +114,16 @@ impl TcpStream {
     }
 
     /// Opens a connection to `addr`, failing with `TimedOut` if it is not set up within
-    /// `timeout`.
+    /// `timeout`. Unlike std's, it takes a host name too: the lookup (off the loop, see
+    /// [`connect`](TcpStream::connect)) and every address tried share the one deadline.
     ///
     /// # Errors
-    /// `TimedOut`, or the connection error.
-    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        connect_addr(*addr, Instant::now().checked_add(timeout))
+    /// `TimedOut`, the resolver's error, or the connection error of the last address
+    /// tried.
+    pub fn connect_timeout(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<TcpStream> {
+        let deadline = Instant::now().checked_add(timeout);
+        let addrs = copas_core::with_timeout(timeout, || addr.to_socket_addrs())?;
+        each_addr(addrs.as_slice(), |a| connect_addr(a, deadline))
     }
 
     /// Splits the stream into a read half and a write half that two tasks can use at

@@ -18,7 +18,9 @@
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr};
+
+use crate::addr::ToSocketAddrs;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

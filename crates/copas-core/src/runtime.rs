@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use crate::driver::{Driver, ThreadParker};
 use crate::id::TaskId;
+use crate::join::JoinPool;
 use crate::overflow;
 use crate::remote::{Handle, Remote};
 use crate::report::{self, ErrorHandler, Problem, TaskPanic};
-use crate::slot::{State, TaskCell, TaskTable};
+use crate::slot::{RecordPool, State, TaskCell, TaskTable};
 use crate::stack::StackPool;
 use crate::timer_queue::{TimerAction, TimerKey, TimerQueue};
 use crate::wait::WaitOn;
@@ -56,6 +57,10 @@ pub struct Stats {
 /// The state of one thread's runtime.
 pub(crate) struct Shared {
     pub(crate) tasks: TaskTable,
+    /// Finished tasks' records, for reuse.
+    pub(crate) records: RecordPool,
+    /// Finished, dropped handles' join states, for reuse.
+    pub(crate) join_states: JoinPool,
     pub(crate) run_queue: RefCell<VecDeque<Rc<TaskCell>>>,
     pub(crate) timers: RefCell<TimerQueue>,
     pub(crate) driver: RefCell<Rc<dyn Driver>>,
@@ -339,6 +344,8 @@ impl Shared {
         let parker = Rc::new(ThreadParker::new());
         Shared {
             tasks: TaskTable::default(),
+            records: RecordPool::default(),
+            join_states: JoinPool::default(),
             run_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::default()),
             remote: Arc::new(Remote::new(parker.notifier())),

@@ -249,6 +249,7 @@ impl Shared {
                     self.stacks.borrow_mut().give(coro.into_stack());
                 }
                 drop(removed);
+                self.records.recycle(cell);
             }
         }
     }

@@ -21,6 +21,7 @@ use std::io;
 use std::ptr;
 use std::rc::Rc;
 
+use corosensei::stack::valgrind::ValgrindStackRegistration;
 use corosensei::stack::{DefaultStack, Stack, StackPointer};
 
 /// The default usable size of a task's stack: 128 KiB of address space. Only the pages a
@@ -96,6 +97,9 @@ impl Chunk {
         Ok(Some(ArenaStack {
             chunk: self.clone(),
             lo: lo as usize,
+            // Tells Valgrind (a no-op otherwise) that switching onto this range is a stack
+            // switch, so memcheck can check the tasks' stacks.
+            _valgrind: ValgrindStackRegistration::new(lo, self.slot_len),
         }))
     }
 }
@@ -129,6 +133,7 @@ pub(crate) struct ArenaStack {
     chunk: Rc<Chunk>,
     /// Lowest address of the slot: the guard page.
     lo: usize,
+    _valgrind: ValgrindStackRegistration,
 }
 
 impl ArenaStack {

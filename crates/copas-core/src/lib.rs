@@ -55,6 +55,7 @@ mod join;
 mod overflow;
 mod remote;
 mod report;
+mod run_queue;
 mod runtime;
 mod slot;
 mod stack;

@@ -80,6 +80,8 @@ pub(crate) struct TaskCell {
     pub(crate) waiting: Cell<bool>,
     /// The loop's clock when it suspended (read at the latest poll, so it may be early).
     pub(crate) since: Cell<Option<Instant>>,
+    /// The next task in the run queue (see `run_queue.rs`); `None` when not queued.
+    pub(crate) next: Cell<Option<Rc<TaskCell>>>,
 }
 
 /// What a new task's record is made of.
@@ -138,6 +140,7 @@ impl RecordPool {
             wait: Cell::new(WaitOn::Nothing),
             waiting: Cell::new(false),
             since: Cell::new(None),
+            next: Cell::new(None),
         })
     }
 

@@ -8,6 +8,11 @@
 //! cargo bench --bench runtime -- 'raw|ping-pong|inside a task'   # just the ratios
 //! ```
 //!
+//! Timings on a loaded machine are noisy; instruction counts are not. The same three
+//! loops (raw switch, ping-pong switch, spawn + first run + join inside a task) are in
+//! `crates/copas-core/examples/switch_probe.rs`, whose header gives the callgrind command
+//! that counts instructions per iteration.
+//!
 //! Everything runs on the bench thread's own runtime, with copas-core's default driver
 //! (no sockets are involved, so no reactor is installed).
 

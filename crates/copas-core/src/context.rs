@@ -2,8 +2,8 @@
 //! its record and its runtime, so that a blocking call finds all three with one
 //! thread-local read and no lookup.
 //!
-//! `unsafe` in copas-core lives here, in `stack.rs` (stack memory) and in `overflow.rs`
-//! (the stack-overflow signal handler).
+//! `unsafe` in copas-core lives here, in `stack.rs` (stack memory), in `run_queue.rs` (the
+//! queue's tail pointer) and in `overflow.rs` (the stack-overflow signal handler).
 //!
 //! Invariant: the three pointers of [`Ctx`] are either all null (no task runs on this
 //! thread) or describe the coroutine executing on this thread at this moment:

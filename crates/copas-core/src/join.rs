@@ -2,7 +2,9 @@
 //!
 //! Invariant: `result` is written once, by the task's root when it ends; `waiter` names
 //! the one task (or the main pseudo-task) suspended in `join`, if any; `detached` is set
-//! when the handle is dropped, after which nobody can read `result`.
+//! when the handle is dropped, after which nobody can read `result`. A state is reused
+//! ([`JoinPool`]) only once its handle is dropped and the task has finished, i.e. when
+//! the handle held the last count: nobody can see the old task through it.
 //!
 //! [`JoinHandle`]: crate::JoinHandle
 
@@ -10,6 +12,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::rc::Rc;
 
 use crate::error::payload_str;
 use crate::id::TaskId;
@@ -101,6 +104,57 @@ impl<T> JoinState<T> {
             result: RefCell::new(None),
             waiter: Cell::new(None),
             detached: Cell::new(false),
+        }
+    }
+}
+
+impl<T: 'static> JoinState<T> {
+    /// Puts the state back as new, if the caller's count is its last one (the task has
+    /// finished and nobody else can see it); returns whether it did. The old result, if
+    /// nobody took it, is dropped here.
+    fn reset_if_unique(self: &Rc<Self>) -> bool {
+        if Rc::strong_count(self) != 1 || Rc::weak_count(self) != 0 {
+            return false;
+        }
+        let old = self.result.borrow_mut().take();
+        drop(old);
+        self.waiter.set(None);
+        self.detached.set(false);
+        true
+    }
+}
+
+/// Join states of finished, dropped handles, so that a spawn need not allocate one (they
+/// are typed: a spawn reuses the most recently kept one when its result type matches).
+#[derive(Default)]
+pub(crate) struct JoinPool {
+    free: RefCell<Vec<Rc<dyn Any>>>,
+}
+
+/// States kept for reuse at most.
+const POOL_STATES: usize = 64;
+
+impl JoinPool {
+    /// A fresh state for a task of result type `T`.
+    pub(crate) fn make<T: 'static>(&self) -> Rc<JoinState<T>> {
+        let spare = self.free.borrow_mut().pop();
+        if let Some(rc) = spare {
+            match rc.downcast::<JoinState<T>>() {
+                Ok(state) => return state,
+                Err(other) => self.free.borrow_mut().push(other),
+            }
+        }
+        Rc::new(JoinState::new())
+    }
+
+    /// Keeps `state` for reuse if the caller (a dropped handle) holds its last count.
+    pub(crate) fn recycle<T: 'static>(&self, state: &Rc<JoinState<T>>) {
+        if !state.reset_if_unique() {
+            return;
+        }
+        let mut free = self.free.borrow_mut();
+        if free.len() < POOL_STATES {
+            free.push(state.clone());
         }
     }
 }

@@ -57,6 +57,7 @@ mod join;
 mod overflow;
 mod remote;
 mod report;
+mod run_queue;
 mod runtime;
 mod slot;
 mod stack;

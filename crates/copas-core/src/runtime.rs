@@ -13,7 +13,6 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use crate::driver::{Driver, ThreadParker};
 use crate::id::TaskId;
+use crate::join::JoinPool;
 use crate::overflow;
 use crate::remote::{Handle, Remote};
 use crate::report::{self, ErrorHandler, Problem, TaskPanic};
-use crate::slot::{State, TaskCell, TaskTable};
+use crate::run_queue::RunQueue;
+use crate::slot::{RecordPool, State, TaskCell, TaskTable};
 use crate::stack::StackPool;
 use crate::timer_queue::{TimerAction, TimerKey, TimerQueue};
 use crate::wait::WaitOn;
@@ -56,7 +57,11 @@ pub struct Stats {
 /// The state of one thread's runtime.
 pub(crate) struct Shared {
     pub(crate) tasks: TaskTable,
-    pub(crate) run_queue: RefCell<VecDeque<Rc<TaskCell>>>,
+    /// Finished tasks' records, for reuse.
+    pub(crate) records: RecordPool,
+    /// Finished, dropped handles' join states, for reuse.
+    pub(crate) join_states: JoinPool,
+    pub(crate) run_queue: RunQueue,
     pub(crate) timers: RefCell<TimerQueue>,
     pub(crate) driver: RefCell<Rc<dyn Driver>>,
     pub(crate) driver_installed: Cell<bool>,
@@ -313,7 +318,7 @@ impl Runtime {
         Stats {
             tasks: s.tasks.len(),
             running: s.tasks.count(|c| c.state.get() == State::Running),
-            runnable: s.run_queue.borrow().len(),
+            runnable: s.run_queue.len(),
             sleeping: s.sleeping.get(),
             parked: s.tasks.count(|c| c.parked.get()),
             timers: s.timers.borrow().len(),
@@ -339,7 +344,9 @@ impl Shared {
         let parker = Rc::new(ThreadParker::new());
         Shared {
             tasks: TaskTable::default(),
-            run_queue: RefCell::new(VecDeque::new()),
+            records: RecordPool::default(),
+            join_states: JoinPool::default(),
+            run_queue: RunQueue::default(),
             timers: RefCell::new(TimerQueue::default()),
             remote: Arc::new(Remote::new(parker.notifier())),
             driver: RefCell::new(parker),
@@ -380,7 +387,7 @@ impl Shared {
     /// Whether anything can still make progress.
     #[inline]
     pub(crate) fn alive(&self) -> bool {
-        !self.run_queue.borrow().is_empty()
+        !self.run_queue.is_empty()
             || !self.timers.borrow().is_empty()
             || self.remote.is_pending()
             || self.keep_alive.get() > 0
@@ -400,7 +407,7 @@ impl Shared {
     /// Adds a task built by `Builder::spawn` and queues it for its first run.
     pub(crate) fn insert_task(&self, cell: Rc<TaskCell>) {
         self.tasks.insert(cell.clone());
-        self.run_queue.borrow_mut().push_back(cell);
+        self.run_queue.push_back(cell);
     }
 
     /// The handler for reports about `cell` (its own, else the runtime's).

@@ -9,6 +9,9 @@
 //! - The table holds one `Rc` to each live record, under its id's index; a lookup checks
 //!   the serial, so stale ids match nothing. No borrow of the table is held while a
 //!   coroutine runs or a record is dropped.
+//! - A finished task's record is kept for reuse ([`RecordPool`]) only when nothing else
+//!   holds it (`Rc::get_mut` succeeds): a reused record is indistinguishable from a new
+//!   one, and no id, handle or destructor can still see the old task through it.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -77,6 +80,100 @@ pub(crate) struct TaskCell {
     pub(crate) waiting: Cell<bool>,
     /// The loop's clock when it suspended (read at the latest poll, so it may be early).
     pub(crate) since: Cell<Option<Instant>>,
+    /// The next task in the run queue (see `run_queue.rs`); `None` when not queued.
+    pub(crate) next: Cell<Option<Rc<TaskCell>>>,
+}
+
+/// What a new task's record is made of.
+pub(crate) struct NewTask {
+    pub(crate) id: TaskId,
+    pub(crate) coro: Coro,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) overflow_info: TaskInfo,
+    pub(crate) error_handler: Option<ErrorHandler>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) lingering: bool,
+}
+
+/// The records of finished tasks, kept so that a spawn need not allocate one.
+#[derive(Default)]
+pub(crate) struct RecordPool {
+    free: RefCell<Vec<Rc<TaskCell>>>,
+}
+
+/// Records kept for reuse at most.
+const POOL_RECORDS: usize = 256;
+
+impl RecordPool {
+    /// A record for `t`: a pooled one, filled in place, or a new one.
+    pub(crate) fn make(&self, t: NewTask) -> Rc<TaskCell> {
+        let spare = self.free.borrow_mut().pop();
+        if let Some(mut rc) = spare {
+            if let Some(c) = Rc::get_mut(&mut rc) {
+                c.id = t.id;
+                *c.coro.get_mut() = Some(t.coro);
+                c.name = t.name;
+                c.overflow_info = t.overflow_info;
+                c.error_handler = t.error_handler;
+                c.peer = t.peer;
+                c.lingering = t.lingering;
+                return rc;
+            }
+        }
+        Rc::new(TaskCell {
+            id: t.id,
+            coro: RefCell::new(Some(t.coro)),
+            name: t.name,
+            state: Cell::new(State::Queued),
+            overflow_info: t.overflow_info,
+            error_handler: t.error_handler,
+            peer: t.peer,
+            cancelled: Cell::new(false),
+            cancel_seen: Cell::new(false),
+            unwinding: Cell::new(false),
+            timed_out: Cell::new(false),
+            parked: Cell::new(false),
+            token: Cell::new(false),
+            exit_waiter: Cell::new(false),
+            lingering: t.lingering,
+            scope_deadline: Cell::new(None),
+            wait: Cell::new(WaitOn::Nothing),
+            waiting: Cell::new(false),
+            since: Cell::new(None),
+            next: Cell::new(None),
+        })
+    }
+
+    /// Keeps the finished task's record for reuse if nothing else holds it (else it is
+    /// dropped with its last holder). Its name and error handler are dropped here, outside
+    /// any borrow; the caller holds no borrow either.
+    pub(crate) fn recycle(&self, mut rc: Rc<TaskCell>) {
+        let Some(c) = Rc::get_mut(&mut rc) else {
+            return;
+        };
+        if self.free.borrow().len() >= POOL_RECORDS {
+            return;
+        }
+        // Back to the state of a new record (what `make` does not overwrite).
+        let coro = c.coro.get_mut().take();
+        let name = c.name.take();
+        let handler = c.error_handler.take();
+        c.state.set(State::Queued);
+        c.cancelled.set(false);
+        c.cancel_seen.set(false);
+        c.unwinding.set(false);
+        c.timed_out.set(false);
+        c.parked.set(false);
+        c.token.set(false);
+        c.exit_waiter.set(false);
+        c.scope_deadline.set(None);
+        let wait = c.wait.replace(WaitOn::Nothing);
+        c.waiting.set(false);
+        c.since.set(None);
+        // These may run user destructors, which may spawn: the pool is not borrowed now.
+        drop((coro, name, handler, wait));
+        self.free.borrow_mut().push(rc);
+    }
 }
 
 impl TaskCell {

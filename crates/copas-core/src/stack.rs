@@ -21,6 +21,7 @@ use std::io;
 use std::ptr;
 use std::rc::Rc;
 
+use corosensei::stack::valgrind::ValgrindStackRegistration;
 use corosensei::stack::{DefaultStack, Stack, StackPointer};
 
 /// The default usable size of a task's stack: 128 KiB of address space. Only the pages a
@@ -96,6 +97,9 @@ impl Chunk {
         Ok(Some(ArenaStack {
             chunk: self.clone(),
             lo: lo as usize,
+            // Tells Valgrind (a no-op otherwise) that switching onto this range is a stack
+            // switch, so memcheck can check the tasks' stacks.
+            _valgrind: ValgrindStackRegistration::new(lo, self.slot_len),
         }))
     }
 }
@@ -129,6 +133,7 @@ pub(crate) struct ArenaStack {
     chunk: Rc<Chunk>,
     /// Lowest address of the slot: the guard page.
     lo: usize,
+    _valgrind: ValgrindStackRegistration,
 }
 
 impl ArenaStack {
@@ -173,20 +178,30 @@ unsafe impl Stack for TaskStack {
     }
 }
 
+/// The usable size rounded up to whole pages, plus the guard page.
+fn slot_len_for(size: usize, page: usize) -> usize {
+    size.div_ceil(page) * page + page
+}
+
 pub(crate) struct StackPool {
     default_size: usize,
     page: usize,
     free: Vec<ArenaStack>,
+    /// The default size rounded up to whole pages, plus the guard page (kept: `give`
+    /// compares it at every task's end).
+    slot_len: usize,
     /// The chunk new slots are carved from.
     current: Option<Rc<Chunk>>,
 }
 
 impl StackPool {
     pub(crate) fn new() -> Self {
+        let page = page_size();
         StackPool {
             default_size: DEFAULT_STACK_SIZE,
-            page: page_size(),
+            page,
             free: Vec::new(),
+            slot_len: slot_len_for(DEFAULT_STACK_SIZE, page),
             current: None,
         }
     }
@@ -198,14 +213,14 @@ impl StackPool {
     pub(crate) fn set_default_size(&mut self, size: usize) {
         if size != self.default_size {
             self.default_size = size;
+            self.slot_len = slot_len_for(size, self.page);
             self.free.clear();
             self.current = None;
         }
     }
 
     fn slot_len(&self) -> usize {
-        // The usable size rounded up to whole pages, plus the guard page.
-        self.default_size.div_ceil(self.page) * self.page + self.page
+        self.slot_len
     }
 
     /// A stack of `size` usable bytes: a pooled slot when the size is the default one.

@@ -64,7 +64,7 @@ impl Shared {
         let mut busy = self.take_remote();
         busy |= self.fire_timers();
 
-        let runnable = !self.run_queue.borrow().is_empty() || self.main_woken.get();
+        let runnable = !self.run_queue.is_empty() || self.main_woken.get();
         // While tasks are runnable, the driver is polled (a system call) only every few
         // steps.
         let skip_poll = runnable && self.busy_steps.get() < POLL_EVERY;
@@ -117,7 +117,7 @@ impl Shared {
             // step's own bookkeeping. Output is flushed below, before the next poll.
             while self.busy_steps.get() < POLL_EVERY
                 && self.shutdown_deadline.get().is_none()
-                && !self.run_queue.borrow().is_empty()
+                && !self.run_queue.is_empty()
             {
                 self.busy_steps.set(self.busy_steps.get() + 1);
                 self.steps.set(self.steps.get() + 1);
@@ -201,9 +201,9 @@ impl Shared {
     pub(crate) fn run_pass(&self) -> bool {
         // The queue fills up again during the pass, at its back: this pass takes only the
         // tasks in front of those.
-        let n = self.run_queue.borrow().len();
+        let n = self.run_queue.len();
         for _ in 0..n {
-            let next = self.run_queue.borrow_mut().pop_front();
+            let next = self.run_queue.pop_front();
             let Some(cell) = next else { break };
             self.resume(cell);
         }
@@ -249,6 +249,7 @@ impl Shared {
                     self.stacks.borrow_mut().give(coro.into_stack());
                 }
                 drop(removed);
+                self.records.recycle(cell);
             }
         }
     }

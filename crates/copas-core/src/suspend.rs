@@ -46,7 +46,7 @@ impl Shared {
             State::Queued | State::Done => {}
             State::Running | State::Suspended => {
                 cell.state.set(State::Queued);
-                self.run_queue.borrow_mut().push_back(cell.clone());
+                self.run_queue.push_back(cell.clone());
             }
         }
     }

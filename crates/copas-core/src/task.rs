@@ -5,7 +5,6 @@
 //! whole; the task's root ([`task_root`]) is the only writer of its join state's result.
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -22,8 +21,8 @@ use corosensei::stack::Stack;
 use crate::overflow;
 use crate::remote::Remote;
 use crate::report::{ErrorHandler, Problem, TaskPanic};
-use crate::runtime::{self, Runtime};
-use crate::slot::{Coro, State, TaskCell};
+use crate::runtime::{self, Runtime, Shared};
+use crate::slot::{Coro, NewTask};
 use crate::suspend::{self, gone};
 use crate::wait::WaitOn;
 
@@ -94,6 +93,9 @@ pub struct JoinHandle<T> {
     pub(crate) task: std::cell::OnceCell<Task>,
     pub(crate) state: Rc<JoinState<T>>,
     pub(crate) runtime: Runtime,
+    /// Gives the state to the runtime's pool once the task has finished (made where
+    /// `T: 'static` is known, which `Drop` cannot require).
+    pub(crate) recycle: fn(&Shared, &Rc<JoinState<T>>),
 }
 
 impl<T> JoinHandle<T> {
@@ -189,6 +191,7 @@ impl<T> JoinHandle<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         self.state.detached.set(true);
+        (self.recycle)(self.runtime.shared(), &self.state);
     }
 }
 
@@ -288,7 +291,7 @@ impl Builder {
         let size = self
             .stack_size
             .unwrap_or_else(|| shared.default_stack_size());
-        let state = Rc::new(JoinState::new());
+        let state = shared.join_states.make::<T>();
         let stack = shared.stacks.borrow_mut().take(size)?;
         let guard = overflow::guard_range(stack.limit().get());
         let id = shared.next_id();
@@ -301,26 +304,14 @@ impl Builder {
         // allocation.
         let name = self.name.clone();
         let overflow_info = overflow::TaskInfo::new(guard, name.as_deref(), size, id.serial);
-        let cell = Rc::new(TaskCell {
+        let cell = shared.records.make(NewTask {
             id,
-            coro: RefCell::new(Some(coro)),
+            coro,
             name,
-            state: Cell::new(State::Queued),
             overflow_info,
             error_handler: self.error_handler,
             peer: self.peer,
-            cancelled: Cell::new(false),
-            cancel_seen: Cell::new(false),
-            unwinding: Cell::new(false),
-            timed_out: Cell::new(false),
-            parked: Cell::new(false),
-            token: Cell::new(false),
-            exit_waiter: Cell::new(false),
             lingering: self.lingering,
-            scope_deadline: Cell::new(None),
-            wait: Cell::new(WaitOn::Nothing),
-            waiting: Cell::new(false),
-            since: Cell::new(None),
         });
         shared.insert_task(cell);
         Ok(JoinHandle {
@@ -329,6 +320,7 @@ impl Builder {
             task: std::cell::OnceCell::new(),
             state,
             runtime: rt.clone(),
+            recycle: |shared, state| shared.join_states.recycle(state),
         })
     }
 }

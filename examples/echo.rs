@@ -14,7 +14,17 @@ use copas::TcpStream;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::parse_addr;
+use support::cli::{self, Args};
+
+const USAGE: &str = "\
+Usage: echo [--addr HOST:PORT]
+
+A line echo server on copas: each line comes back; the line `quit` closes.
+
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:7000)
+  -h, --help        print this help
+";
 
 fn handle(mut conn: TcpStream) -> io::Result<()> {
     while let Some(line) = conn.receive_line()? {
@@ -27,11 +37,13 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
     conn.close()
 }
 
-fn main() -> io::Result<()> {
-    let addr = parse_addr("127.0.0.1:7000");
+fn main() {
+    let args = Args::parse("echo", USAGE, &["--addr"], 0);
+    let addr = args.addr("127.0.0.1:7000");
     let server = copas::ServerBuilder::new()
         .name("echo")
-        .serve(addr.as_str(), handle)?;
+        .serve(addr.as_str(), handle)
+        .unwrap_or_else(|e| cli::cannot_listen("echo", &addr, &e));
     println!("echo server listening on {}", server.local_addr());
-    copas::run()
+    cli::run("echo");
 }

@@ -23,7 +23,18 @@ use copas::TcpStream;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{parse, parse_addr, Parsed, BODY};
+use support::cli::{self, Args};
+use support::http::{parse, Parsed, BODY};
+
+const USAGE: &str = "\
+Usage: http [--addr HOST:PORT]
+
+HTTP/1.1 \"Hello, World!\" on copas, one task per connection.
+
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:8080)
+  -h, --help        print this help
+";
 
 fn respond(conn: &mut TcpStream, keep_alive: bool, head_only: bool) -> io::Result<()> {
     // Whole responses, so that the common case is a single `send`.
@@ -50,7 +61,7 @@ fn respond(conn: &mut TcpStream, keep_alive: bool, head_only: bool) -> io::Resul
 
 fn respond_error(conn: &mut TcpStream, status: u16) -> io::Result<()> {
     let mut out = Vec::new();
-    support::respond_error(&mut out, "copas", status);
+    support::http::respond_error(&mut out, "copas", status);
     conn.send(&out)
 }
 
@@ -93,11 +104,13 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
     }
 }
 
-fn main() -> io::Result<()> {
-    let addr = parse_addr("127.0.0.1:8080");
+fn main() {
+    let args = Args::parse("http", USAGE, &["--addr"], 0);
+    let addr = args.addr("127.0.0.1:8080");
     let server = copas::ServerBuilder::new()
         .name("http")
-        .serve(addr.as_str(), handle)?;
+        .serve(addr.as_str(), handle)
+        .unwrap_or_else(|e| cli::cannot_listen("http", &addr, &e));
     println!("http server listening on http://{}/", server.local_addr());
-    copas::run()
+    cli::run("http");
 }

@@ -43,21 +43,25 @@ mod registration;
 mod server;
 mod shared;
 mod source;
+mod stream;
 mod sys;
 mod tcp;
 mod udp;
+mod unix;
 
 pub use bytes::Bytes;
 pub use fd::Fd;
 pub use listener::{TcpListener, DEFAULT_BACKLOG};
 pub use reactor::{Interest, Reactor};
 pub use registration::Registration;
-pub use server::{add_server, IntoListener, Server, ServerBuilder, ACCEPT_BATCH};
-pub use tcp::{
-    ReadHalf, ReuniteError, TcpStream, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
+pub use server::{add_server, IntoListener, Listener, Server, ServerBuilder, ACCEPT_BATCH};
+pub use stream::{
+    ReadHalf, ReuniteError, Stream, StreamSocket, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
     DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
 };
+pub use tcp::TcpStream;
 pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};
+pub use unix::{UnixListener, UnixStream};
 
 /// Not public API: a thin wrapper over the read buffer's framing so that the fuzz target
 /// in `fuzz/` can drive it. It may change or vanish in any release.

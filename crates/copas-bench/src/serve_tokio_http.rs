@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 // The same request parsing as the copas examples, so only the I/O differs.
-#[path = "../../../examples/support/mod.rs"]
+#[path = "../../../examples/support/http.rs"]
 mod support;
 
 use support::{parse, respond, respond_error, Parsed};

@@ -655,9 +655,21 @@ fn exit_stops_a_unix_server_and_removes_its_file() {
         let dir = TempDir::new();
         let path = dir.path("exit.sock");
         let server = copas::add_server(path.clone(), echo).unwrap();
-        copas::spawn(|| copas::exit());
+        copas::spawn(copas::exit);
         copas::run().unwrap();
         assert!(server.is_stopped());
         assert!(!path.exists());
+    });
+}
+
+#[test]
+fn writing_to_a_peer_that_has_gone_is_broken_pipe() {
+    guard(|| {
+        let (mut conn, peer) = pair();
+        drop(peer);
+        conn.send(b"into the void").unwrap();
+        let e = conn.flush().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(conn.receive_line().unwrap(), None);
     });
 }

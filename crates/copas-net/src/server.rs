@@ -115,64 +115,30 @@ impl Listener for UnixListener {
     }
 }
 
-/// `IntoListener` for listeners that are used as they are (`$conv` wraps the std type).
-macro_rules! listener_as_is {
-    ($($t:ty => $l:ty, $conv:path;)*) => {$(
+/// `IntoListener` for `$t`, made into a `$l` by `$make(value, backlog)`.
+macro_rules! into_listener {
+    ($($t:ty => $l:ty, $make:expr;)*) => {$(
         impl IntoListener for $t {
             type Listener = $l;
 
-            fn into_listener(self, _backlog: u32) -> io::Result<$l> {
-                $conv(self)
+            fn into_listener(self, backlog: u32) -> io::Result<$l> {
+                ($make)(self, backlog)
             }
         }
     )*};
 }
 
-listener_as_is! {
-    TcpListener => TcpListener, Ok;
-    std::net::TcpListener => TcpListener, TcpListener::from_std;
-    UnixListener => UnixListener, Ok;
-    std::os::unix::net::UnixListener => UnixListener, UnixListener::from_std;
-}
-
-impl IntoListener for SocketAddr {
-    type Listener = TcpListener;
-
-    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
-        TcpListener::bind_with_backlog(self, backlog)
-    }
-}
-
-impl IntoListener for &str {
-    type Listener = TcpListener;
-
-    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
-        TcpListener::bind_with_backlog(self, backlog)
-    }
-}
-
-impl IntoListener for String {
-    type Listener = TcpListener;
-
-    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
-        TcpListener::bind_with_backlog(self.as_str(), backlog)
-    }
-}
-
-impl IntoListener for &Path {
-    type Listener = UnixListener;
-
-    fn into_listener(self, backlog: u32) -> io::Result<UnixListener> {
-        UnixListener::bind_replacing_stale_with_backlog(self, backlog)
-    }
-}
-
-impl IntoListener for PathBuf {
-    type Listener = UnixListener;
-
-    fn into_listener(self, backlog: u32) -> io::Result<UnixListener> {
-        UnixListener::bind_replacing_stale_with_backlog(&self, backlog)
-    }
+// Listeners keep their own backlog; addresses and paths are bound with the builder's.
+into_listener! {
+    TcpListener => TcpListener, |l, _| Ok(l);
+    std::net::TcpListener => TcpListener, |l, _| TcpListener::from_std(l);
+    UnixListener => UnixListener, |l, _| Ok(l);
+    std::os::unix::net::UnixListener => UnixListener, |l, _| UnixListener::from_std(l);
+    SocketAddr => TcpListener, TcpListener::bind_with_backlog;
+    &str => TcpListener, TcpListener::bind_with_backlog;
+    String => TcpListener, |a: String, b| TcpListener::bind_with_backlog(a.as_str(), b);
+    &Path => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
+    PathBuf => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
 }
 
 /// A pathname address is bound as a path (replacing a stale file); an abstract one

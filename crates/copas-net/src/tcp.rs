@@ -43,7 +43,12 @@ use crate::stream::{socket_ops, Stream, StreamSocket};
 /// ```
 pub type TcpStream = Stream<std::net::TcpStream>;
 
-socket_ops!(std::net::TcpStream, "TcpStream");
+// std's TCP write is a `send` with `MSG_NOSIGNAL`.
+socket_ops!(
+    std::net::TcpStream,
+    "TcpStream",
+    |s: &std::net::TcpStream, buf: &[u8]| std::io::Write::write(&mut &*s, buf)
+);
 
 impl StreamSocket for std::net::TcpStream {
     type Addr = SocketAddr;

@@ -124,9 +124,10 @@ pub(crate) mod sealed {
     }
 }
 
-/// Implements the socket operations for a std stream type whose `&T` is `Read + Write`.
+/// Implements the socket operations for a std stream type whose `&T` is `Read`; `$write`
+/// is its one write (`|socket, buf| -> io::Result<usize>`).
 macro_rules! socket_ops {
-    ($t:ty, $kind:literal) => {
+    ($t:ty, $kind:literal, $write:expr) => {
         impl $crate::stream::sealed::Socket for $t {
             const KIND: &'static str = $kind;
 
@@ -137,7 +138,7 @@ macro_rules! socket_ops {
 
             #[inline]
             fn write_some(&self, buf: &[u8]) -> ::std::io::Result<usize> {
-                ::std::io::Write::write(&mut &*self, buf)
+                ($write)(self, buf)
             }
 
             fn shut(&self, how: ::std::net::Shutdown) -> ::std::io::Result<()> {

@@ -142,22 +142,30 @@ impl<S: StreamSocket> StreamShared<S> {
         self.wbuf.borrow().len()
     }
 
-    pub(super) fn send(&self, data: &[u8]) -> io::Result<()> {
+    /// The start of `send` and `write_some`: a stored error or a write side shut down
+    /// fails the call; data that fits within the limit is buffered (`true`).
+    #[inline]
+    fn buffer_if_fits(&self, data: &[u8]) -> io::Result<bool> {
         self.take_error()?;
         if self.write_closed.get() {
             return Err(shut_down("writing"));
         }
-        let limit = self.write_limit.get();
-        {
-            let mut wbuf = self.wbuf.borrow_mut();
-            if wbuf.len() + data.len() <= limit {
-                wbuf.extend_from_slice(data);
-                drop(wbuf);
-                self.queue_flush();
-                cooperate();
-                return Ok(());
-            }
+        let mut wbuf = self.wbuf.borrow_mut();
+        if wbuf.len() + data.len() > self.write_limit.get() {
+            return Ok(false);
         }
+        wbuf.extend_from_slice(data);
+        drop(wbuf);
+        self.queue_flush();
+        cooperate();
+        Ok(true)
+    }
+
+    pub(super) fn send(&self, data: &[u8]) -> io::Result<()> {
+        if self.buffer_if_fits(data)? {
+            return Ok(());
+        }
+        let limit = self.write_limit.get();
         let deadline = self.write_deadline();
         self.flush_blocking(deadline)?;
         let mut rest = data;
@@ -181,21 +189,10 @@ impl<S: StreamSocket> StreamShared<S> {
     /// then `data` goes straight to the socket, returning at the first write the socket
     /// would block on after taking some of it.
     pub(super) fn write_some(&self, data: &[u8]) -> io::Result<usize> {
-        self.take_error()?;
-        if self.write_closed.get() {
-            return Err(shut_down("writing"));
+        if self.buffer_if_fits(data)? {
+            return Ok(data.len());
         }
         let limit = self.write_limit.get();
-        {
-            let mut wbuf = self.wbuf.borrow_mut();
-            if wbuf.len() + data.len() <= limit {
-                wbuf.extend_from_slice(data);
-                drop(wbuf);
-                self.queue_flush();
-                cooperate();
-                return Ok(data.len());
-            }
-        }
         if data.is_empty() {
             return Ok(0);
         }

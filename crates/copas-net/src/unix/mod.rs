@@ -56,7 +56,22 @@ pub use listener::UnixListener;
 /// ```
 pub type UnixStream = Stream<std::os::unix::net::UnixStream>;
 
-socket_ops!(std::os::unix::net::UnixStream, "UnixStream");
+// std's Unix write is `write(2)`, which raises SIGPIPE when the peer has gone (fatal in a
+// program that did not ignore it, such as one embedding copas from C); `send` with
+// `MSG_NOSIGNAL` reports `BrokenPipe` instead, as std's TCP write does.
+socket_ops!(
+    std::os::unix::net::UnixStream,
+    "UnixStream",
+    |s: &std::os::unix::net::UnixStream, buf: &[u8]| {
+        socket2::SockRef::from(s).send_with_flags(buf, NO_SIGPIPE)
+    }
+);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NO_SIGPIPE: libc::c_int = libc::MSG_NOSIGNAL;
+// Elsewhere there may be no such flag: there SIGPIPE must be ignored (Rust's `main` does).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const NO_SIGPIPE: libc::c_int = 0;
 
 impl StreamSocket for std::os::unix::net::UnixStream {
     type Addr = SocketAddr;

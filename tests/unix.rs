@@ -293,9 +293,10 @@ fn write_is_partial_ok_when_the_kernel_takes_some() {
     guard(|| {
         let (mut conn, peer) = pair();
         conn.set_write_buffer_size(1024);
+        let (go, wait) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
-            // Let the writer find the socket full first, then drain everything.
-            std::thread::sleep(Duration::from_millis(100));
+            // The writer finds the socket full first; then everything is drained.
+            wait.recv().unwrap();
             let mut peer = peer;
             let mut all = Vec::new();
             peer.read_to_end(&mut all).unwrap();
@@ -306,6 +307,7 @@ fn write_is_partial_ok_when_the_kernel_takes_some() {
         let h = copas::spawn(move || -> io::Result<usize> {
             let first = conn.write(&data)?;
             assert!(first > 0 && first <= data.len());
+            go.send(()).unwrap();
             conn.write_all(&data[first..])?;
             conn.close()?;
             Ok(first)
@@ -671,5 +673,39 @@ fn writing_to_a_peer_that_has_gone_is_broken_pipe() {
         let e = conn.flush().unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
         assert_eq!(conn.receive_line().unwrap(), None);
+    });
+}
+
+#[test]
+fn connect_retries_while_the_backlog_is_full() {
+    guard(|| {
+        let dir = TempDir::new();
+        let path = dir.path("full.sock");
+        let listener = UnixListener::bind_with_backlog(&path, 1).unwrap();
+        let connected = Rc::new(Cell::new(0));
+        let clients: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, connected) = (path.clone(), connected.clone());
+                copas::spawn(move || -> io::Result<UnixStream> {
+                    let s = UnixStream::connect(&path)?;
+                    connected.set(connected.get() + 1);
+                    Ok(s)
+                })
+            })
+            .collect();
+        // Nobody accepts: the backlog takes a few, the others keep retrying.
+        let rt = copas::Runtime::current();
+        for _ in 0..20 {
+            rt.step(Some(Duration::from_millis(5))).unwrap();
+        }
+        let before = connected.get();
+        assert!(before < 6, "all six connected into a backlog of one");
+        for _ in 0..6 {
+            listener.accept().unwrap();
+        }
+        for c in clients {
+            c.join().unwrap().expect("a retried connect succeeds");
+        }
+        assert_eq!(connected.get(), 6);
     });
 }

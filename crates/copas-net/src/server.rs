@@ -28,7 +28,7 @@ pub const ACCEPT_BATCH: usize = 64;
 
 /// What can be turned into a listening socket for [`add_server`]: for TCP a
 /// `std::net::TcpListener`, a [`TcpListener`], a `SocketAddr` or an address string; for
-/// Unix domain sockets a path (`&Path`, `PathBuf`), a `std::os::unix::net::SocketAddr`
+/// Unix domain sockets a path (`&Path`, `PathBuf`, `&PathBuf`), a `std::os::unix::net::SocketAddr`
 /// (a pathname or an abstract address), a `std::os::unix::net::UnixListener` or a
 /// [`UnixListener`]. The type decides the kind of socket: strings are always TCP
 /// addresses, never parsed as paths.
@@ -139,6 +139,7 @@ into_listener! {
     String => TcpListener, |a: String, b| TcpListener::bind_with_backlog(a.as_str(), b);
     &Path => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
     PathBuf => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
+    &PathBuf => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
 }
 
 /// A pathname address is bound as a path (replacing a stale file); an abstract one

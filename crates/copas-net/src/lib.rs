@@ -1,8 +1,10 @@
 //! The copas readiness loop and its sockets: a [`Reactor`] (epoll on Linux, `polling`
 //! elsewhere) that plugs into
-//! copas-core's scheduler, buffered [`TcpStream`]s whose calls suspend the task instead of
-//! blocking the thread, [`TcpListener`], servers ([`add_server`]), UDP, and readiness for
-//! any other descriptor ([`Fd`] for one copas owns, [`Registration`] for a raw one).
+//! copas-core's scheduler, buffered [`TcpStream`]s and [`UnixStream`]s (one generic
+//! [`Stream`] type) whose calls suspend the task instead of blocking the thread,
+//! [`TcpListener`] and [`UnixListener`], servers on an address or a path ([`add_server`]),
+//! UDP, and readiness for any other descriptor ([`Fd`] for one copas owns,
+//! [`Registration`] for a raw one).
 //!
 //! ```
 //! use copas_net::TcpStream;

@@ -248,7 +248,7 @@ impl ServerBuilder {
         self
     }
 
-    /// The listen backlog used when [`serve`](ServerBuilder::serve) binds an address
+    /// The listen backlog used when [`serve`](ServerBuilder::serve) binds an address or path
     /// (default [`DEFAULT_BACKLOG`](crate::DEFAULT_BACKLOG)); a listener passed in keeps its
     /// own.
     pub fn backlog(mut self, n: u32) -> ServerBuilder {

@@ -139,8 +139,9 @@ impl UnixListener {
         })
     }
 
-    /// Whether dropping the listener removes the socket file it created (the default for
-    /// a path it bound itself). Nothing to do for abstract addresses and `from_std`.
+    /// Whether dropping the listener removes its socket file (the default for a path it
+    /// bound itself). `true` on a `from_std` listener bound to a path makes it remove
+    /// the socket now at that path; abstract addresses have no file.
     pub fn set_remove_on_drop(&mut self, remove: bool) {
         if !remove {
             self.file = None;

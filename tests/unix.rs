@@ -418,6 +418,11 @@ fn connect_errors_are_the_os_kinds() {
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         let e = copas::add_server(long, echo).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // A string is a TCP address, never a path; one that looks like a path says so.
+        let e = copas::add_server("/tmp/looks-like-a.sock", echo).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("pass a path"), "{e}");
+        assert!(!Path::new("/tmp/looks-like-a.sock").exists());
     });
 }
 

@@ -28,10 +28,11 @@ pub const ACCEPT_BATCH: usize = 64;
 
 /// What can be turned into a listening socket for [`add_server`]: for TCP a
 /// `std::net::TcpListener`, a [`TcpListener`], a `SocketAddr` or an address string; for
-/// Unix domain sockets a path (`&Path`, `PathBuf`, `&PathBuf`), a `std::os::unix::net::SocketAddr`
-/// (a pathname or an abstract address), a `std::os::unix::net::UnixListener` or a
-/// [`UnixListener`]. The type decides the kind of socket: strings are always TCP
-/// addresses, never parsed as paths.
+/// Unix domain sockets a path (`&Path`, `PathBuf`, `&PathBuf`), a
+/// `std::os::unix::net::SocketAddr` (a pathname or an abstract address), a
+/// `std::os::unix::net::UnixListener` or a [`UnixListener`]. The type decides the kind of
+/// socket: strings are always TCP addresses, never taken for paths (one that looks like a
+/// path fails with `InvalidInput` and a hint to pass a `Path`).
 ///
 /// A path is bound with [`UnixListener::bind_replacing_stale`]: a socket file that a
 /// dead process left behind (nobody listens on it) is replaced, anything else at the path
@@ -135,11 +136,29 @@ into_listener! {
     UnixListener => UnixListener, |l, _| Ok(l);
     std::os::unix::net::UnixListener => UnixListener, |l, _| UnixListener::from_std(l);
     SocketAddr => TcpListener, TcpListener::bind_with_backlog;
-    &str => TcpListener, TcpListener::bind_with_backlog;
-    String => TcpListener, |a: String, b| TcpListener::bind_with_backlog(a.as_str(), b);
+    &str => TcpListener, bind_str;
+    String => TcpListener, |a: String, b| bind_str(&a, b);
     &Path => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
     PathBuf => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
     &PathBuf => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
+}
+
+/// Binds a TCP address string; one that is not `HOST:PORT` but looks like a path gets a
+/// hint instead of std's "invalid socket address".
+fn bind_str(addr: &str, backlog: u32) -> io::Result<TcpListener> {
+    TcpListener::bind_with_backlog(addr, backlog).map_err(|e| {
+        if e.kind() == io::ErrorKind::InvalidInput && addr.contains('/') && !addr.contains(':') {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "copas: '{addr}' is not HOST:PORT; for a Unix socket pass a path \
+                     (std::path::Path::new(\"{addr}\"))"
+                ),
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// A pathname address is bound as a path (replacing a stale file); an abstract one

@@ -714,3 +714,50 @@ fn connect_retries_while_the_backlog_is_full() {
         assert_eq!(connected.get(), 6);
     });
 }
+
+#[test]
+fn builder_options_apply_to_unix_servers() {
+    guard(|| {
+        let dir = TempDir::new();
+        let path = dir.path("opts.sock");
+        let errors = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = errors.clone();
+        let server = copas::ServerBuilder::new()
+            .name("opts")
+            .max_connections(1)
+            .max_line_length(8)
+            .on_error(move |name, peer, e| {
+                seen.borrow_mut().push((name.to_owned(), peer, e.kind()));
+            })
+            .serve(path.as_path(), echo)
+            .unwrap();
+        let p = path.clone();
+        let client = copas::spawn(move || -> io::Result<()> {
+            let mut first = UnixStream::connect(&p)?;
+            first.send(b"short\n")?;
+            assert_eq!(first.receive_line()?.unwrap(), &b"short"[..]);
+            // The only slot is taken: a second client waits in the backlog unserved.
+            let mut second = UnixStream::connect(&p)?;
+            second.set_read_timeout(Some(Duration::from_millis(100)))?;
+            second.send(b"queued\n")?;
+            assert_eq!(
+                second.receive_line().unwrap_err().kind(),
+                io::ErrorKind::TimedOut
+            );
+            // A line past the limit ends the first connection with InvalidData.
+            first.send(b"far too long a line\n")?;
+            assert_eq!(first.receive_line()?, None);
+            // Its slot is free: the second client is served now.
+            second.set_read_timeout(None)?;
+            assert_eq!(second.receive_line()?.unwrap(), &b"queued"[..]);
+            Ok(())
+        });
+        client.join().unwrap().unwrap();
+        assert_eq!(
+            *errors.borrow(),
+            vec![("opts".to_owned(), None, io::ErrorKind::InvalidData)]
+        );
+        server.stop();
+        copas::run().unwrap();
+    });
+}

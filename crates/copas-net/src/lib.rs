@@ -1,9 +1,11 @@
 //! The copas readiness loop and its sockets: a [`Reactor`] (epoll on Linux, `polling`
 //! elsewhere) that plugs into
-//! copas-core's scheduler, buffered [`TcpStream`]s whose calls suspend the task instead of
-//! blocking the thread, [`TcpListener`], servers ([`add_server`]), UDP, and readiness for
-//! any other descriptor ([`Fd`] for one copas owns, [`Registration`] for a raw one),
-//! child processes ([`process`]), and one runtime per core ([`Threads`]).
+//! copas-core's scheduler, buffered [`TcpStream`]s and [`UnixStream`]s (one generic
+//! [`Stream`] type) whose calls suspend the task instead of blocking the thread,
+//! [`TcpListener`] and [`UnixListener`], servers on an address or a path ([`add_server`]),
+//! UDP, and readiness for any other descriptor ([`Fd`] for one copas owns,
+//! [`Registration`] for a raw one), child processes ([`process`]), and one runtime per
+//! core ([`Threads`]).
 //!
 //! ```
 //! use copas_net::TcpStream;
@@ -48,12 +50,14 @@ mod registration;
 mod server;
 mod shared;
 mod source;
+mod stream;
 mod sys;
 mod tcp;
 mod threads;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod udp;
+mod unix;
 
 pub use addr::{Addrs, ToSocketAddrs};
 pub use bytes::Bytes;
@@ -61,13 +65,15 @@ pub use fd::Fd;
 pub use listener::{TcpListener, DEFAULT_BACKLOG};
 pub use reactor::{Interest, Reactor};
 pub use registration::Registration;
-pub use server::{add_server, IntoListener, Server, ServerBuilder, ACCEPT_BATCH};
-pub use tcp::{
-    ReadHalf, ReuniteError, TcpStream, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
+pub use server::{add_server, IntoListener, Listener, Server, ServerBuilder, ACCEPT_BATCH};
+pub use stream::{
+    ReadHalf, ReuniteError, Stream, StreamSocket, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
     DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
 };
+pub use tcp::TcpStream;
 pub use threads::{GroupError, GroupHandle, ThreadContext, ThreadFailure, ThreadGroup, Threads};
 pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};
+pub use unix::{UnixListener, UnixStream};
 
 /// Not public API: a thin wrapper over the read buffer's framing so that the fuzz target
 /// in `fuzz/` can drive it. It may change or vanish in any release.

@@ -10,6 +10,8 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,48 +19,158 @@ use copas_core::{Builder, JoinHandle, Task};
 
 use crate::listener::TcpListener;
 use crate::reactor::Interest;
-use crate::tcp::TcpStream;
+use crate::source::Waiter;
+use crate::stream::{Stream, StreamSocket};
+use crate::unix::UnixListener;
 
 /// How many connections the accept task takes before it lets other tasks run.
 pub const ACCEPT_BATCH: usize = 64;
 
-/// What can be turned into a listening socket for [`add_server`].
+/// What can be turned into a listening socket for [`add_server`]: for TCP a
+/// `std::net::TcpListener`, a [`TcpListener`], a `SocketAddr` or an address string; for
+/// Unix domain sockets a path (`&Path`, `PathBuf`, `&PathBuf`), a
+/// `std::os::unix::net::SocketAddr` (a pathname or an abstract address), a
+/// `std::os::unix::net::UnixListener` or a [`UnixListener`]. The type decides the kind of
+/// socket: strings are always TCP addresses, never taken for paths (one that looks like a
+/// path fails with `InvalidInput` and a hint to pass a `Path`).
+///
+/// A path is bound with [`UnixListener::bind_replacing_stale`]: a socket file that a
+/// dead process left behind (nobody listens on it) is replaced, anything else at the path
+/// makes binding fail with `AddrInUse`. To fail on any existing file instead, pass
+/// [`UnixListener::bind`]'s listener. The server removes the socket file it created when
+/// it stops.
 pub trait IntoListener {
-    /// Binds (for addresses, with `backlog` pending connections) or converts (for
-    /// listeners, which keep their own backlog).
+    /// The listening socket: [`TcpListener`] or [`UnixListener`].
+    type Listener: Listener;
+
+    /// Binds (for addresses and paths, with `backlog` pending connections) or converts
+    /// (for listeners, which keep their own backlog).
     ///
     /// # Errors
     /// The bind error.
-    fn into_listener(self, backlog: u32) -> io::Result<TcpListener>;
+    fn into_listener(self, backlog: u32) -> io::Result<Self::Listener>;
 }
 
-impl IntoListener for TcpListener {
-    fn into_listener(self, _backlog: u32) -> io::Result<TcpListener> {
-        Ok(self)
+/// A listening socket a server accepts on: [`TcpListener`] or [`UnixListener`]. Sealed.
+pub trait Listener: sealed::Accept {
+    /// The socket of an accepted connection; handlers get a [`Stream`] of it.
+    type Socket: StreamSocket;
+
+    /// The address listened on, as [`Server::local_addr`] reports it.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn listen_addr(&self) -> io::Result<<Self::Socket as StreamSocket>::Addr>;
+}
+
+pub(crate) mod sealed {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::os::fd::OwnedFd;
+
+    use crate::source::Waiter;
+
+    /// What the accept loop needs from a listener, whatever its kind.
+    #[allow(unreachable_pub)]
+    pub trait Accept: 'static {
+        /// One accept that never waits: the new socket and, for TCP, the peer.
+        fn try_accept_fd(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)>;
+        /// A wait for the next connection that does not borrow the listener.
+        fn accept_waiter(&self) -> Waiter;
     }
 }
 
-impl IntoListener for std::net::TcpListener {
-    fn into_listener(self, _backlog: u32) -> io::Result<TcpListener> {
-        TcpListener::from_std(self)
+impl sealed::Accept for TcpListener {
+    fn try_accept_fd(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+        self.try_accept().map(|(s, peer)| (s.into(), Some(peer)))
+    }
+
+    fn accept_waiter(&self) -> Waiter {
+        self.waiter()
     }
 }
 
-impl IntoListener for SocketAddr {
-    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
-        TcpListener::bind_with_backlog(self, backlog)
+impl Listener for TcpListener {
+    type Socket = std::net::TcpStream;
+
+    fn listen_addr(&self) -> io::Result<SocketAddr> {
+        self.local_addr()
     }
 }
 
-impl IntoListener for &str {
-    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
-        TcpListener::bind_with_backlog(self, backlog)
+impl sealed::Accept for UnixListener {
+    fn try_accept_fd(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+        self.try_accept().map(|s| (s, None))
+    }
+
+    fn accept_waiter(&self) -> Waiter {
+        self.waiter()
     }
 }
 
-impl IntoListener for String {
-    fn into_listener(self, backlog: u32) -> io::Result<TcpListener> {
-        TcpListener::bind_with_backlog(self.as_str(), backlog)
+impl Listener for UnixListener {
+    type Socket = std::os::unix::net::UnixStream;
+
+    fn listen_addr(&self) -> io::Result<std::os::unix::net::SocketAddr> {
+        self.local_addr()
+    }
+}
+
+/// `IntoListener` for `$t`, made into a `$l` by `$make(value, backlog)`.
+macro_rules! into_listener {
+    ($($t:ty => $l:ty, $make:expr;)*) => {$(
+        impl IntoListener for $t {
+            type Listener = $l;
+
+            fn into_listener(self, backlog: u32) -> io::Result<$l> {
+                ($make)(self, backlog)
+            }
+        }
+    )*};
+}
+
+// Listeners keep their own backlog; addresses and paths are bound with the builder's.
+into_listener! {
+    TcpListener => TcpListener, |l, _| Ok(l);
+    std::net::TcpListener => TcpListener, |l, _| TcpListener::from_std(l);
+    UnixListener => UnixListener, |l, _| Ok(l);
+    std::os::unix::net::UnixListener => UnixListener, |l, _| UnixListener::from_std(l);
+    SocketAddr => TcpListener, TcpListener::bind_with_backlog;
+    &str => TcpListener, bind_str;
+    String => TcpListener, |a: String, b| bind_str(&a, b);
+    &Path => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
+    PathBuf => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
+    &PathBuf => UnixListener, UnixListener::bind_replacing_stale_with_backlog;
+}
+
+/// Binds a TCP address string; one that is not `HOST:PORT` but looks like a path gets a
+/// hint instead of std's "invalid socket address".
+fn bind_str(addr: &str, backlog: u32) -> io::Result<TcpListener> {
+    TcpListener::bind_with_backlog(addr, backlog).map_err(|e| {
+        if e.kind() == io::ErrorKind::InvalidInput && addr.contains('/') && !addr.contains(':') {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "copas: '{addr}' is not HOST:PORT; for a Unix socket pass a path \
+                     (std::path::Path::new(\"{addr}\"))"
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// A pathname address is bound as a path (replacing a stale file); an abstract one
+/// as it is.
+impl IntoListener for std::os::unix::net::SocketAddr {
+    type Listener = UnixListener;
+
+    fn into_listener(self, backlog: u32) -> io::Result<UnixListener> {
+        match self.as_pathname() {
+            Some(p) => UnixListener::bind_replacing_stale_with_backlog(p, backlog),
+            None => UnixListener::bind_addr(&self, backlog),
+        }
     }
 }
 
@@ -155,7 +267,7 @@ impl ServerBuilder {
         self
     }
 
-    /// The listen backlog used when [`serve`](ServerBuilder::serve) binds an address
+    /// The listen backlog used when [`serve`](ServerBuilder::serve) binds an address or path
     /// (default [`DEFAULT_BACKLOG`](crate::DEFAULT_BACKLOG)); a listener passed in keeps its
     /// own.
     pub fn backlog(mut self, n: u32) -> ServerBuilder {
@@ -169,7 +281,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Called with the server name, the peer and the error when a handler returns an
+    /// Called with the server name, the peer (`None` when accepting failed, and for Unix
+    /// servers, whose peers are mostly unnamed) and the error when a handler returns an
     /// error, or accepting fails. The default prints to stderr, except for the routine
     /// ends of a connection (reset, broken pipe, aborted, unexpected EOF) and
     /// cancellation.
@@ -200,10 +313,14 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// When binding or registering the listener fails; `InvalidInput` for a zero timeout.
-    pub fn serve<L, H>(self, listener: L, handler: H) -> io::Result<Server>
+    pub fn serve<L, H>(
+        self,
+        listener: L,
+        handler: H,
+    ) -> io::Result<Server<<L::Listener as Listener>::Socket>>
     where
         L: IntoListener,
-        H: Fn(TcpStream) -> io::Result<()> + 'static,
+        H: Fn(Stream<<L::Listener as Listener>::Socket>) -> io::Result<()> + 'static,
     {
         for t in [self.read_timeout, self.write_timeout]
             .into_iter()
@@ -217,7 +334,7 @@ impl ServerBuilder {
             }
         }
         let listener = listener.into_listener(self.backlog)?;
-        let local_addr = listener.local_addr()?;
+        let local_addr = listener.listen_addr()?;
         let inner = Rc::new(ServerInner {
             name: self.name.clone(),
             local_addr,
@@ -227,7 +344,7 @@ impl ServerBuilder {
             max_connections: self.max_connections,
             accept_task: RefCell::new(None),
             accept_waiting_for_slot: Cell::new(false),
-            listener: RefCell::new(Some(listener)),
+            listener: RefCell::new(Some(Box::new(listener))),
         });
         let config = Rc::new(ConnConfig {
             read_timeout: self.read_timeout,
@@ -264,17 +381,17 @@ fn default_error_hook(name: &str, peer: Option<SocketAddr>, e: &io::Error) {
     }
 }
 
-struct ConnConfig {
+struct ConnConfig<S: StreamSocket> {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     max_line: Option<usize>,
     on_error: ErrorHook,
-    handler: Rc<dyn Fn(TcpStream) -> io::Result<()>>,
+    handler: Rc<dyn Fn(Stream<S>) -> io::Result<()>>,
 }
 
-struct ServerInner {
+struct ServerInner<S: StreamSocket> {
     name: String,
-    local_addr: SocketAddr,
+    local_addr: S::Addr,
     stopped: Cell<bool>,
     live: Cell<usize>,
     accepted: Cell<u64>,
@@ -283,10 +400,10 @@ struct ServerInner {
     accept_waiting_for_slot: Cell<bool>,
     /// The listening socket until the server stops; `stop` drops it at once, which closes
     /// it (a connect right after is refused) and fails the accept task's wait.
-    listener: RefCell<Option<TcpListener>>,
+    listener: RefCell<Option<Box<dyn sealed::Accept>>>,
 }
 
-impl ServerInner {
+impl<S: StreamSocket> ServerInner<S> {
     /// Closes the listener (idempotent).
     fn close_listener(&self) {
         if let Ok(mut l) = self.listener.try_borrow_mut() {
@@ -296,14 +413,23 @@ impl ServerInner {
 }
 
 /// A running server (returned by [`add_server`]); [`Server::stop`] is Copas `removeserver`.
-/// Dropping the handle does not stop the server.
-#[derive(Clone)]
-pub struct Server {
-    inner: Rc<ServerInner>,
+/// Dropping the handle does not stop the server. `Server` is a TCP server;
+/// `Server<std::os::unix::net::UnixStream>` a Unix one.
+pub struct Server<S: StreamSocket = std::net::TcpStream> {
+    inner: Rc<ServerInner<S>>,
     accept: Rc<RefCell<Option<JoinHandle<()>>>>,
 }
 
-impl fmt::Debug for Server {
+impl<S: StreamSocket> Clone for Server<S> {
+    fn clone(&self) -> Self {
+        Server {
+            inner: self.inner.clone(),
+            accept: self.accept.clone(),
+        }
+    }
+}
+
+impl<S: StreamSocket> fmt::Debug for Server<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("name", &self.inner.name)
@@ -314,7 +440,7 @@ impl fmt::Debug for Server {
     }
 }
 
-impl Server {
+impl<S: StreamSocket> Server<S> {
     /// Stops accepting and closes the listener at once (Copas `removeserver`): a connect
     /// made after `stop` returns is refused, and connections still in the backlog are
     /// reset. Connections being served go on until their handlers end.
@@ -336,9 +462,10 @@ impl Server {
                 .is_some_and(JoinHandle::is_finished)
     }
 
-    /// The address the server listens on (useful after binding port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
+    /// The address the server listens on (useful after binding port 0): a
+    /// `std::net::SocketAddr`, or for a Unix server a `std::os::unix::net::SocketAddr`.
+    pub fn local_addr(&self) -> S::Addr {
+        self.inner.local_addr.clone()
     }
 
     /// The server's name.
@@ -359,7 +486,13 @@ impl Server {
 
 /// Serves connections on `listener`, running `handler` for each in its own task (Copas
 /// `addserver`). `listener` is a `std::net::TcpListener`, a [`TcpListener`], or an
-/// address to bind such as `"127.0.0.1:7000"`.
+/// address to bind such as `"127.0.0.1:7000"`; or, for a Unix domain socket, a path
+/// (`Path`, `PathBuf`), a Unix `SocketAddr` or a [`UnixListener`] (see [`IntoListener`]
+/// for the stale-file policy).
+///
+/// A handler takes a [`TcpStream`](crate::TcpStream) or a
+/// [`UnixStream`](crate::UnixStream); one written for any [`Stream<S>`](Stream) serves
+/// both kinds (see [`StreamSocket`]).
 ///
 /// # Errors
 /// When binding or registering the listener fails.
@@ -375,18 +508,21 @@ impl Server {
 /// server.stop();
 /// copas_core::run().unwrap();
 /// ```
-pub fn add_server<L, H>(listener: L, handler: H) -> io::Result<Server>
+pub fn add_server<L, H>(
+    listener: L,
+    handler: H,
+) -> io::Result<Server<<L::Listener as Listener>::Socket>>
 where
     L: IntoListener,
-    H: Fn(TcpStream) -> io::Result<()> + 'static,
+    H: Fn(Stream<<L::Listener as Listener>::Socket>) -> io::Result<()> + 'static,
 {
     ServerBuilder::new().serve(listener, handler)
 }
 
 /// Ends a connection's accounting when its handler task ends, however it ends.
-struct LiveGuard(Rc<ServerInner>);
+struct LiveGuard<S: StreamSocket>(Rc<ServerInner<S>>);
 
-impl Drop for LiveGuard {
+impl<S: StreamSocket> Drop for LiveGuard<S> {
     fn drop(&mut self) {
         let inner = &self.0;
         inner.live.set(inner.live.get() - 1);
@@ -408,7 +544,7 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
     )
 }
 
-fn accept_loop(inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
+fn accept_loop<S: StreamSocket>(inner: &Rc<ServerInner<S>>, config: &Rc<ConnConfig<S>>) {
     let mut batch = 0usize;
     let mut failing = false;
     let mut backoff = Duration::from_millis(10);
@@ -429,7 +565,7 @@ fn accept_loop(inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
         }
         // The borrow ends before anything below can run user code or suspend.
         let accepted = match inner.listener.borrow().as_ref() {
-            Some(l) => l.try_accept(),
+            Some(l) => l.try_accept_fd(),
             None => break,
         };
         match accepted {
@@ -451,7 +587,8 @@ fn accept_loop(inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 batch = 0;
                 copas_core::wake_on_exit();
-                let Some(waiter) = inner.listener.borrow().as_ref().map(TcpListener::waiter) else {
+                let Some(waiter) = inner.listener.borrow().as_ref().map(|l| l.accept_waiter())
+                else {
                     break;
                 };
                 // Fails at once when `stop` closes the listener meanwhile.
@@ -490,16 +627,16 @@ fn accept_loop(inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
     inner.close_listener();
 }
 
-fn start_connection(
-    inner: &Rc<ServerInner>,
-    config: &Rc<ConnConfig>,
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
+fn start_connection<S: StreamSocket>(
+    inner: &Rc<ServerInner<S>>,
+    config: &Rc<ConnConfig<S>>,
+    stream: OwnedFd,
+    peer: Option<SocketAddr>,
 ) {
-    let mut conn = match TcpStream::from_std(stream) {
+    let mut conn = match Stream::from_std(S::from(stream)) {
         Ok(c) => c,
         Err(e) => {
-            (config.on_error)(&inner.name, Some(peer), &e);
+            (config.on_error)(&inner.name, peer, &e);
             return;
         }
     };
@@ -513,17 +650,18 @@ fn start_connection(
     inner.accepted.set(inner.accepted.get() + 1);
     let guard = LiveGuard(inner.clone());
     let config2 = config.clone();
-    let spawned = Builder::new()
-        .name(inner.name.clone())
-        .peer_addr(peer)
-        .spawn(move || {
-            let guard = guard;
-            if let Err(e) = (config2.handler)(conn) {
-                (config2.on_error)(&guard.0.name, Some(peer), &e);
-            }
-        });
+    let mut builder = Builder::new().name(inner.name.clone());
+    if let Some(peer) = peer {
+        builder = builder.peer_addr(peer);
+    }
+    let spawned = builder.spawn(move || {
+        let guard = guard;
+        if let Err(e) = (config2.handler)(conn) {
+            (config2.on_error)(&guard.0.name, peer, &e);
+        }
+    });
     match spawned {
         Ok(h) => drop(h),
-        Err(e) => (config.on_error)(&inner.name, Some(peer), &e),
+        Err(e) => (config.on_error)(&inner.name, peer, &e),
     }
 }

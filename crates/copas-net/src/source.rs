@@ -85,8 +85,10 @@ impl<T: AsFd> Source<T> {
 }
 
 /// See [`Source::waiter`]. Waiting checks the key's generation first, so a waiter
-/// outliving its source only ever fails.
-pub(crate) struct Waiter {
+/// outliving its source only ever fails. (`pub` only because the sealed trait
+/// `server::sealed::Accept` returns it; it is not reachable from outside the crate.)
+#[allow(unreachable_pub, missing_debug_implementations)]
+pub struct Waiter {
     reactor: Rc<Reactor>,
     key: usize,
 }

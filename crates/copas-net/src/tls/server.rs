@@ -82,7 +82,7 @@ impl TlsServerBuilder {
     /// As [`ServerBuilder::serve`]; `InvalidInput` for a zero handshake timeout.
     pub fn serve<L, H>(self, listener: L, handler: H) -> io::Result<Server>
     where
-        L: IntoListener,
+        L: IntoListener<Listener = crate::TcpListener>,
         H: Fn(TlsStream) -> io::Result<()> + 'static,
     {
         crate::shared::check_timeout(Some(self.handshake_timeout))?;
@@ -111,7 +111,7 @@ impl TlsServerBuilder {
 /// When binding or registering the listener fails.
 pub fn add_server<L, H>(listener: L, config: Arc<ServerConfig>, handler: H) -> io::Result<Server>
 where
-    L: IntoListener,
+    L: IntoListener<Listener = crate::TcpListener>,
     H: Fn(TlsStream) -> io::Result<()> + 'static,
 {
     ServerBuilder::new().tls(config).serve(listener, handler)

@@ -1,37 +1,35 @@
-//! [`TcpStream`]: a read half and a write half of one connection, and connecting.
+//! [`Stream`]: a read half and a write half of one connection.
 //!
 //! Invariant: both halves share one [`StreamShared`]; the
 //! stream's calls forward to the half that owns the concern.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-
-use crate::addr::ToSocketAddrs;
+use std::net::Shutdown;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use super::halves::WriteHalf;
 use super::read::ReadHalf;
 use super::write::StreamShared;
-use super::{DEFAULT_MAX_LINE, DEFAULT_MAX_TO_END};
+use super::{StreamSocket, DEFAULT_MAX_LINE, DEFAULT_MAX_TO_END};
 use crate::buffer::ReadBuffer;
-use crate::reactor::Interest;
-use crate::shared::each_addr;
 
-/// A TCP connection for use inside copas tasks (Copas `wrap`).
+/// A connection for use inside copas tasks (Copas `wrap`): [`TcpStream`](crate::TcpStream)
+/// is `Stream<std::net::TcpStream>` and [`UnixStream`](crate::UnixStream) is
+/// `Stream<std::os::unix::net::UnixStream>`; both have every call below, and a handler
+/// generic over [`StreamSocket`] serves either.
 ///
 /// Every call that would block suspends the calling task instead, and the loop runs other
 /// tasks meanwhile. Input is buffered and framed with the `receive_*` calls, which mirror
-/// LuaSocket's patterns; output is buffered by [`send`](TcpStream::send) and leaves when the
-/// loop next waits, on [`flush`](TcpStream::flush), on [`close`](TcpStream::close), on drop,
+/// LuaSocket's patterns; output is buffered by [`send`](Stream::send) and leaves when the
+/// loop next waits, on [`flush`](Stream::flush), on [`close`](Stream::close), on drop,
 /// or as soon as the buffer is full.
 ///
 /// The stream implements [`Read`], [`BufRead`] and [`Write`], so existing blocking code runs
-/// unchanged on it inside a task. [`split`](TcpStream::split) gives a read half and a write
+/// unchanged on it inside a task. [`split`](Stream::split) gives a read half and a write
 /// half that two tasks can use at once.
 ///
 /// Dropping a stream whose output the kernel has not taken yet does not lose it: a task of
@@ -39,37 +37,24 @@ use crate::shared::each_addr;
 /// [`DEFAULT_LINGER`](crate::DEFAULT_LINGER)); what cannot be delivered then is reported on stderr.
 ///
 /// # Examples
+/// A connected pair of Unix sockets; `receive_line` outside any task runs the loop while
+/// it waits.
 /// ```
-/// use copas_net::TcpStream;
-///
-/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-/// let addr = listener.local_addr().unwrap();
-/// let server = copas_net::add_server(listener, |mut conn: TcpStream| {
-///     while let Some(line) = conn.receive_line()? {
-///         conn.send(&line)?;
-///         conn.send(b"\n")?;
-///     }
-///     Ok(())
-/// })
-/// .unwrap();
-/// let client = copas_core::spawn(move || {
-///     let mut s = TcpStream::connect(addr)?;
-///     s.send(b"hello\n")?;
-///     let echo = s.receive_line()?;
-///     server.stop();
-///     std::io::Result::Ok(echo)
+/// let (mut a, mut b) = copas_net::UnixStream::pair().unwrap();
+/// copas_core::spawn(move || {
+///     a.send(b"ping\n")?;
+///     a.flush()
 /// });
-/// copas_core::run().unwrap();
-/// assert_eq!(client.join().unwrap().unwrap().unwrap(), &b"hello"[..]);
+/// assert_eq!(b.receive_line().unwrap().unwrap(), &b"ping"[..]);
 /// ```
-pub struct TcpStream {
-    pub(super) read: ReadHalf,
-    pub(super) write: WriteHalf,
+pub struct Stream<S: StreamSocket> {
+    pub(super) read: ReadHalf<S>,
+    pub(super) write: WriteHalf<S>,
 }
 
-impl fmt::Debug for TcpStream {
+impl<S: StreamSocket> fmt::Debug for Stream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpStream")
+        f.debug_struct(S::KIND)
             .field("name", &self.name())
             .field("local", &self.local_addr().ok())
             .field("peer", &self.peer_addr().ok())
@@ -79,15 +64,16 @@ impl fmt::Debug for TcpStream {
     }
 }
 
-impl TcpStream {
-    /// Wraps a connected `std::net::TcpStream` (Copas `wrap`), switching it to
-    /// non-blocking mode and registering it with the loop.
+impl<S: StreamSocket> Stream<S> {
+    /// Wraps a connected std stream (`std::net::TcpStream` or
+    /// `std::os::unix::net::UnixStream`; Copas `wrap`), switching it to non-blocking mode
+    /// and registering it with the loop.
     ///
     /// # Errors
     /// When the socket cannot be made non-blocking or registered.
-    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+    pub fn from_std(stream: S) -> io::Result<Stream<S>> {
         let shared = StreamShared::new(stream)?;
-        Ok(TcpStream {
+        Ok(Stream {
             read: ReadHalf {
                 rbuf: ReadBuffer::default(),
                 eof: false,
@@ -101,35 +87,15 @@ impl TcpStream {
         })
     }
 
-    /// Opens a connection, suspending the task (not the thread) while it is being set up.
-    /// Each address `addr` resolves to is tried in turn. A host name is resolved on the
-    /// [`unblock`](copas_core::unblock) pool, so it does not block the loop either
-    /// ([`ToSocketAddrs`](crate::ToSocketAddrs)).
-    ///
-    /// # Errors
-    /// The error of the last address tried (`ConnectionRefused`, …), or `InvalidInput` if
-    /// `addr` resolves to nothing.
-    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
-        each_addr(addr, |a| connect_addr(a, None))
-    }
-
-    /// Opens a connection to `addr`, failing with `TimedOut` if it is not set up within
-    /// `timeout`. Unlike std's, it takes a host name too: the lookup (off the loop, see
-    /// [`connect`](TcpStream::connect)) and every address tried share the one deadline.
-    ///
-    /// # Errors
-    /// `TimedOut`, the resolver's error, or the connection error of the last address
-    /// tried.
-    pub fn connect_timeout(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<TcpStream> {
-        let deadline = Instant::now().checked_add(timeout);
-        let addrs = copas_core::with_timeout(timeout, || addr.to_socket_addrs())?;
-        each_addr(addrs.as_slice(), |a| connect_addr(a, deadline))
+    /// The registered socket, for what only one kind of stream has (`tcp.rs`, `unix/`).
+    pub(crate) fn source(&self) -> &crate::source::Source<S> {
+        &self.write.shared.source
     }
 
     /// Splits the stream into a read half and a write half that two tasks can use at
     /// once (one reading, one writing). Shutting down or closing through one half wakes a
     /// task blocked on the other, whose call then fails with `NotConnected`.
-    pub fn split(self) -> (ReadHalf, WriteHalf) {
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
         (self.read, self.write)
     }
 
@@ -139,11 +105,11 @@ impl TcpStream {
     ///
     /// # Errors
     /// - [`io::ErrorKind::InvalidData`] if the line is longer than the limit
-    ///   ([`set_max_line_length`](TcpStream::set_max_line_length), default 64 KiB); the
+    ///   ([`set_max_line_length`](Stream::set_max_line_length), default 64 KiB); the
     ///   connection should then be closed.
     /// - [`io::ErrorKind::UnexpectedEof`] if the peer closed in the middle of a line; the
-    ///   partial line stays buffered ([`receive_to_end`](TcpStream::receive_to_end) or
-    ///   [`buffered`](TcpStream::buffered) get it).
+    ///   partial line stays buffered ([`receive_to_end`](Stream::receive_to_end) or
+    ///   [`buffered`](Stream::buffered) get it).
     /// - [`io::ErrorKind::TimedOut`] once the read timeout passed; what arrived stays
     ///   buffered.
     /// - `NotConnected` after a shutdown for reading; a cancellation error; the OS error
@@ -165,7 +131,7 @@ impl TcpStream {
     ///
     /// # Errors
     /// [`io::ErrorKind::InvalidData`] if more than the limit
-    /// ([`set_max_receive_to_end`](TcpStream::set_max_receive_to_end), default 64 MiB)
+    /// ([`set_max_receive_to_end`](Stream::set_max_receive_to_end), default 64 MiB)
     /// arrives (it stays buffered); `TimedOut` (what arrived stays buffered); a
     /// cancellation error; the OS error.
     pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
@@ -188,7 +154,7 @@ impl TcpStream {
     }
 
     /// Waits for more input and appends it to what is buffered, for parsers that work on
-    /// [`buffered`](TcpStream::buffered) and [`consume`](BufRead::consume) (`fill_buf`
+    /// [`buffered`](Stream::buffered) and [`consume`](BufRead::consume) (`fill_buf`
     /// only reads when nothing is buffered). Returns how many bytes arrived; 0 means end
     /// of stream. Each call adds at most 16 KiB, so the caller bounds what it lets
     /// accumulate.
@@ -200,7 +166,7 @@ impl TcpStream {
     }
 
     /// Buffers `data` for sending. It leaves when the loop next waits, on
-    /// [`flush`](TcpStream::flush), or right away if the buffer would pass its limit; in
+    /// [`flush`](Stream::flush), or right away if the buffer would pass its limit; in
     /// that case the task suspends while the peer does not read, so memory stays bounded.
     ///
     /// # Errors
@@ -214,7 +180,7 @@ impl TcpStream {
     /// Sends all buffered output now, suspending while the peer does not read.
     ///
     /// # Errors
-    /// As [`send`](TcpStream::send).
+    /// As [`send`](Stream::send).
     pub fn flush(&mut self) -> io::Result<()> {
         self.write.flush()
     }
@@ -242,7 +208,7 @@ impl TcpStream {
     ///
     /// # Errors
     /// The OS error (e.g. `NotConnected`).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+    pub fn peer_addr(&self) -> io::Result<S::Addr> {
         self.write.shared.io().peer_addr()
     }
 
@@ -262,25 +228,8 @@ impl TcpStream {
     ///
     /// # Errors
     /// The OS error.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub fn local_addr(&self) -> io::Result<S::Addr> {
         self.write.shared.io().local_addr()
-    }
-
-    /// Sets `TCP_NODELAY`. Output is already coalesced by the write buffer, so small
-    /// responses do not need Nagle's algorithm.
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.write.shared.io().set_nodelay(on)
-    }
-
-    /// Whether `TCP_NODELAY` is set.
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn nodelay(&self) -> io::Result<bool> {
-        self.write.shared.io().nodelay()
     }
 
     /// Sets the deadline of each receive call, counted from the call's start (`None`: no
@@ -311,12 +260,12 @@ impl TcpStream {
         self.write.shared.write_timeout.get()
     }
 
-    /// Sets the longest line [`receive_line`](TcpStream::receive_line) accepts.
+    /// Sets the longest line [`receive_line`](Stream::receive_line) accepts.
     pub fn set_max_line_length(&mut self, max: usize) {
         self.read.max_line = max;
     }
 
-    /// Sets the most [`receive_to_end`](TcpStream::receive_to_end) collects.
+    /// Sets the most [`receive_to_end`](Stream::receive_to_end) collects.
     pub fn set_max_receive_to_end(&mut self, max: usize) {
         self.read.max_to_end = max;
     }
@@ -332,13 +281,13 @@ impl TcpStream {
     }
 }
 
-impl Read for TcpStream {
+impl<S: StreamSocket> Read for Stream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read.read(buf)
     }
 }
 
-impl BufRead for TcpStream {
+impl<S: StreamSocket> BufRead for Stream<S> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.read.fill_buf()
     }
@@ -350,7 +299,7 @@ impl BufRead for TcpStream {
 
 /// std's contract, as [`WriteHalf`]'s: a partial write is `Ok(n)`; `Err` means no byte
 /// was accepted.
-impl Write for TcpStream {
+impl<S: StreamSocket> Write for Stream<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write.write(buf)
     }
@@ -358,35 +307,4 @@ impl Write for TcpStream {
     fn flush(&mut self) -> io::Result<()> {
         self.write.flush()
     }
-}
-
-fn connect_addr(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    let pending = match socket.connect(&addr.into()) {
-        Ok(()) => false,
-        Err(e)
-            if e.raw_os_error() == Some(libc::EINPROGRESS)
-                || e.kind() == io::ErrorKind::WouldBlock =>
-        {
-            true
-        }
-        Err(e) => return Err(e),
-    };
-    let stream = TcpStream::from_std(socket.into())?;
-    if pending {
-        let shared = &stream.write.shared;
-        loop {
-            shared.source.wait(Interest::Write, deadline)?;
-            if let Some(e) = shared.io().take_error()? {
-                return Err(e);
-            }
-            match shared.io().peer_addr() {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(stream)
 }

@@ -6,7 +6,7 @@
 //! delivered are reported (by the next call, or on stderr when the stream is dropped).
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Write};
+use std::io;
 use std::net::Shutdown;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use copas_core::cooperate;
 
-use super::{DEFAULT_LINGER, DEFAULT_WRITE_BUFFER, KEEP_WRITE_BUFFER};
+use super::{StreamSocket, DEFAULT_LINGER, DEFAULT_WRITE_BUFFER, KEEP_WRITE_BUFFER};
 use crate::reactor::{BackgroundFlush, Interest};
 use crate::shared::deadline_after;
 use crate::source::Source;
 
-pub(crate) struct StreamShared {
-    pub(super) source: Source<std::net::TcpStream>,
+pub(crate) struct StreamShared<S: StreamSocket> {
+    pub(crate) source: Source<S>,
     wbuf: RefCell<BytesMut>,
     /// In the reactor's flush queue.
     queued: Cell<bool>,
@@ -37,12 +37,12 @@ pub(crate) struct StreamShared {
     /// Whether the reactor holds this stream as waiting for writability (mirrors its
     /// slot, so that the common case needs no reactor call).
     flusher_set: Cell<bool>,
-    this: Weak<StreamShared>,
+    this: Weak<StreamShared<S>>,
 }
 
-impl StreamShared {
-    pub(super) fn new(stream: std::net::TcpStream) -> io::Result<Rc<StreamShared>> {
-        stream.set_nonblocking(true)?;
+impl<S: StreamSocket> StreamShared<S> {
+    pub(super) fn new(stream: S) -> io::Result<Rc<StreamShared<S>>> {
+        stream.nonblocking(true)?;
         let source = Source::new(stream)?;
         Ok(Rc::new_cyclic(|this| StreamShared {
             source,
@@ -59,7 +59,7 @@ impl StreamShared {
         }))
     }
 
-    pub(super) fn io(&self) -> &std::net::TcpStream {
+    pub(super) fn io(&self) -> &S {
         self.source.get_ref()
     }
 
@@ -78,7 +78,7 @@ impl StreamShared {
     fn write_buffered(&self) -> io::Result<()> {
         let mut wbuf = self.wbuf.borrow_mut();
         while !wbuf.is_empty() {
-            match self.io().write(&wbuf) {
+            match self.io().write_some(&wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 // Advancing (not splitting) keeps the buffer unshared: no allocation.
                 Ok(n) if n < wbuf.len() => bytes::Buf::advance(&mut *wbuf, n),
@@ -142,29 +142,37 @@ impl StreamShared {
         self.wbuf.borrow().len()
     }
 
-    pub(super) fn send(&self, data: &[u8]) -> io::Result<()> {
+    /// The start of `send` and `write_some`: a stored error or a write side shut down
+    /// fails the call; data that fits within the limit is buffered (`true`).
+    #[inline]
+    fn buffer_if_fits(&self, data: &[u8]) -> io::Result<bool> {
         self.take_error()?;
         if self.write_closed.get() {
             return Err(shut_down("writing"));
         }
-        let limit = self.write_limit.get();
-        {
-            let mut wbuf = self.wbuf.borrow_mut();
-            if wbuf.len() + data.len() <= limit {
-                wbuf.extend_from_slice(data);
-                drop(wbuf);
-                self.queue_flush();
-                cooperate();
-                return Ok(());
-            }
+        let mut wbuf = self.wbuf.borrow_mut();
+        if wbuf.len() + data.len() > self.write_limit.get() {
+            return Ok(false);
         }
+        wbuf.extend_from_slice(data);
+        drop(wbuf);
+        self.queue_flush();
+        cooperate();
+        Ok(true)
+    }
+
+    pub(super) fn send(&self, data: &[u8]) -> io::Result<()> {
+        if self.buffer_if_fits(data)? {
+            return Ok(());
+        }
+        let limit = self.write_limit.get();
         let deadline = self.write_deadline();
         self.flush_blocking(deadline)?;
         let mut rest = data;
         while rest.len() > limit {
             let n = self
                 .source
-                .do_io(Interest::Write, deadline, |s| (&*s).write(rest))?;
+                .do_io(Interest::Write, deadline, |s| s.write_some(rest))?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -181,21 +189,10 @@ impl StreamShared {
     /// then `data` goes straight to the socket, returning at the first write the socket
     /// would block on after taking some of it.
     pub(super) fn write_some(&self, data: &[u8]) -> io::Result<usize> {
-        self.take_error()?;
-        if self.write_closed.get() {
-            return Err(shut_down("writing"));
+        if self.buffer_if_fits(data)? {
+            return Ok(data.len());
         }
         let limit = self.write_limit.get();
-        {
-            let mut wbuf = self.wbuf.borrow_mut();
-            if wbuf.len() + data.len() <= limit {
-                wbuf.extend_from_slice(data);
-                drop(wbuf);
-                self.queue_flush();
-                cooperate();
-                return Ok(data.len());
-            }
-        }
         if data.is_empty() {
             return Ok(0);
         }
@@ -204,7 +201,7 @@ impl StreamShared {
         self.flush_blocking(deadline)?;
         let mut sent = 0;
         while data.len() - sent > limit {
-            match self.io().write(&data[sent..]) {
+            match self.io().write_some(&data[sent..]) {
                 Ok(0) if sent == 0 => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(0) => return Ok(sent),
                 Ok(n) => sent += n,
@@ -234,7 +231,7 @@ impl StreamShared {
             self.wbuf.borrow_mut().clear();
         }
         self.mark_closed(Shutdown::Both);
-        let _ = self.io().shutdown(Shutdown::Both);
+        let _ = self.io().shut(Shutdown::Both);
         r
     }
 
@@ -246,7 +243,7 @@ impl StreamShared {
             self.flush()?;
         }
         self.mark_closed(how);
-        self.io().shutdown(how)
+        self.io().shut(how)
     }
 
     /// Records the shut-down directions and wakes both halves' waiters, which then fail.
@@ -262,7 +259,7 @@ impl StreamShared {
 
     /// Hands output still buffered when the write side's owner goes away to a task of its
     /// own, which delivers it within the write timeout (or the default linger time).
-    pub(super) fn linger(this: &Rc<StreamShared>) {
+    pub(super) fn linger(this: &Rc<StreamShared<S>>) {
         if this.pending() == 0 || this.error.borrow().is_some() || this.write_closed.get() {
             return;
         }
@@ -292,7 +289,7 @@ pub(super) fn shut_down(what: &str) -> io::Error {
     )
 }
 
-impl BackgroundFlush for StreamShared {
+impl<S: StreamSocket> BackgroundFlush for StreamShared<S> {
     fn key(&self) -> usize {
         self.source.key()
     }
@@ -321,14 +318,11 @@ impl BackgroundFlush for StreamShared {
     }
 }
 
-impl Drop for StreamShared {
+impl<S: StreamSocket> Drop for StreamShared<S> {
     fn drop(&mut self) {
         let lost = self.wbuf.get_mut().len();
         if lost > 0 {
-            let peer = self
-                .io()
-                .peer_addr()
-                .map_or_else(|_| "a closed peer".to_owned(), |a| a.to_string());
+            let peer = self.io().describe_peer();
             let peer = match self.name.get_mut() {
                 Some(name) => format!("{peer} ('{name}')"),
                 None => peer,

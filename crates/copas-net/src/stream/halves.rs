@@ -10,19 +10,21 @@ use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::buffered::Stream;
 use super::read::ReadHalf;
-use super::stream::TcpStream;
 use super::write::StreamShared;
+use super::StreamSocket;
 use crate::shared::check_timeout;
 
-/// The sending half of a [`TcpStream`] (from [`TcpStream::split`]). Dropping it with
-/// output still buffered delivers that output from a task of its own, as dropping a
-/// stream does.
-pub struct WriteHalf {
-    pub(super) shared: Rc<StreamShared>,
+/// The sending half of a [`Stream`] ([`TcpStream`](crate::TcpStream) by default,
+/// [`UnixStream`](crate::UnixStream) as `WriteHalf<std::os::unix::net::UnixStream>`), from
+/// [`Stream::split`]. Dropping it with output still buffered delivers that output from a
+/// task of its own, as dropping a stream does.
+pub struct WriteHalf<S: StreamSocket = std::net::TcpStream> {
+    pub(super) shared: Rc<StreamShared<S>>,
 }
 
-impl fmt::Debug for ReadHalf {
+impl<S: StreamSocket> fmt::Debug for ReadHalf<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadHalf")
             .field("peer", &self.shared.io().peer_addr().ok())
@@ -31,7 +33,7 @@ impl fmt::Debug for ReadHalf {
     }
 }
 
-impl fmt::Debug for WriteHalf {
+impl<S: StreamSocket> fmt::Debug for WriteHalf<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteHalf")
             .field("peer", &self.shared.io().peer_addr().ok())
@@ -41,19 +43,27 @@ impl fmt::Debug for WriteHalf {
 }
 
 /// The halves given to [`ReadHalf::reunite`] came from different streams.
-#[derive(Debug)]
-pub struct ReuniteError(pub ReadHalf, pub WriteHalf);
+pub struct ReuniteError<S: StreamSocket = std::net::TcpStream>(pub ReadHalf<S>, pub WriteHalf<S>);
 
-impl fmt::Display for ReuniteError {
+impl<S: StreamSocket> fmt::Debug for ReuniteError<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ReuniteError")
+            .field(&self.0)
+            .field(&self.1)
+            .finish()
+    }
+}
+
+impl<S: StreamSocket> fmt::Display for ReuniteError<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("tried to reunite halves of different streams")
     }
 }
 
-impl std::error::Error for ReuniteError {}
+impl<S: StreamSocket> std::error::Error for ReuniteError<S> {}
 
-impl ReadHalf {
-    /// As [`TcpStream::set_read_timeout`].
+impl<S: StreamSocket> ReadHalf<S> {
+    /// As [`Stream::set_read_timeout`].
     ///
     /// # Errors
     /// `InvalidInput` for a zero duration.
@@ -77,28 +87,28 @@ impl ReadHalf {
     ///
     /// # Errors
     /// [`ReuniteError`] (holding both halves) if they belong to different streams.
-    pub fn reunite(self, write: WriteHalf) -> Result<TcpStream, ReuniteError> {
+    pub fn reunite(self, write: WriteHalf<S>) -> Result<Stream<S>, ReuniteError<S>> {
         if Rc::ptr_eq(&self.shared, &write.shared) {
-            Ok(TcpStream { read: self, write })
+            Ok(Stream { read: self, write })
         } else {
             Err(ReuniteError(self, write))
         }
     }
 }
 
-impl WriteHalf {
-    /// As [`TcpStream::send`].
+impl<S: StreamSocket> WriteHalf<S> {
+    /// As [`Stream::send`].
     ///
     /// # Errors
-    /// As [`TcpStream::send`].
+    /// As [`Stream::send`].
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         self.shared.send(data)
     }
 
-    /// As [`TcpStream::flush`].
+    /// As [`Stream::flush`].
     ///
     /// # Errors
-    /// As [`TcpStream::send`].
+    /// As [`Stream::send`].
     pub fn flush(&mut self) -> io::Result<()> {
         self.shared.flush()
     }
@@ -107,21 +117,21 @@ impl WriteHalf {
     /// read half is woken and fails with `NotConnected`.
     ///
     /// # Errors
-    /// As [`TcpStream::close`].
+    /// As [`Stream::close`].
     pub fn close(self) -> io::Result<()> {
         self.shared.close()
     }
 
-    /// As [`TcpStream::shutdown`]; a task blocked on the read half is woken when the read
+    /// As [`Stream::shutdown`]; a task blocked on the read half is woken when the read
     /// direction is shut down.
     ///
     /// # Errors
-    /// As [`TcpStream::shutdown`].
+    /// As [`Stream::shutdown`].
     pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
         self.shared.shutdown(how, true)
     }
 
-    /// As [`TcpStream::set_write_timeout`].
+    /// As [`Stream::set_write_timeout`].
     ///
     /// # Errors
     /// `InvalidInput` for a zero duration.
@@ -131,18 +141,18 @@ impl WriteHalf {
         Ok(())
     }
 
-    /// As [`TcpStream::set_write_buffer_size`].
+    /// As [`Stream::set_write_buffer_size`].
     pub fn set_write_buffer_size(&mut self, size: usize) {
         self.shared.write_limit.set(size.max(1));
     }
 
-    /// As [`TcpStream::pending_output`].
+    /// As [`Stream::pending_output`].
     pub fn pending_output(&self) -> usize {
         self.shared.pending()
     }
 }
 
-impl Drop for WriteHalf {
+impl<S: StreamSocket> Drop for WriteHalf<S> {
     fn drop(&mut self) {
         StreamShared::linger(&self.shared);
     }
@@ -151,7 +161,7 @@ impl Drop for WriteHalf {
 /// std's contract: `write` returns `Ok(n)` once any byte is accepted (a partial write
 /// under a full socket), and fails (`TimedOut`, `NotConnected`, …) only when none was;
 /// `write_all` may therefore fail part-way, after `n` bytes reached the stream.
-impl Write for WriteHalf {
+impl<S: StreamSocket> Write for WriteHalf<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.shared.write_some(buf)
     }

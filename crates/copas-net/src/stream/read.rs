@@ -12,14 +12,16 @@ use bytes::Bytes;
 use copas_core::cooperate;
 
 use super::write::{shut_down, StreamShared};
-use super::{DIRECT_READ, READ_CHUNK};
+use super::{StreamSocket, DIRECT_READ, READ_CHUNK};
 use crate::buffer::{Line, ReadBuffer};
 use crate::reactor::Interest;
 use crate::shared::deadline_after;
 use crate::source::recv_into;
 
-/// The receiving half of a [`TcpStream`](crate::TcpStream) (from [`TcpStream::split`](crate::TcpStream::split)).
-pub struct ReadHalf {
+/// The receiving half of a [`Stream`](crate::Stream) ([`TcpStream`](crate::TcpStream) by
+/// default, [`UnixStream`](crate::UnixStream) as `ReadHalf<std::os::unix::net::UnixStream>`),
+/// from [`Stream::split`](crate::Stream::split).
+pub struct ReadHalf<S: StreamSocket = std::net::TcpStream> {
     pub(super) rbuf: ReadBuffer,
     pub(super) eof: bool,
     /// The last read found the kernel's buffer empty (`WouldBlock`, or fewer bytes than
@@ -30,10 +32,10 @@ pub struct ReadHalf {
     pub(super) read_timeout: Option<Duration>,
     pub(super) max_line: usize,
     pub(super) max_to_end: usize,
-    pub(super) shared: Rc<StreamShared>,
+    pub(super) shared: Rc<StreamShared<S>>,
 }
 
-impl ReadHalf {
+impl<S: StreamSocket> ReadHalf<S> {
     fn read_deadline(&self) -> Option<Instant> {
         deadline_after(self.read_timeout)
     }
@@ -85,7 +87,7 @@ impl ReadHalf {
             .source
             .reactor()
             .with_scratch(READ_CHUNK, |scratch| {
-                let n = (&*io).read(scratch)?;
+                let n = io.read_some(scratch)?;
                 buf.extend_from_slice(&scratch[..n]);
                 Ok((n, scratch.len()))
             })
@@ -100,10 +102,10 @@ impl ReadHalf {
         Ok(())
     }
 
-    /// As [`TcpStream::receive_line`](crate::TcpStream::receive_line).
+    /// As [`Stream::receive_line`](crate::Stream::receive_line).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_line`](crate::TcpStream::receive_line).
+    /// As [`Stream::receive_line`](crate::Stream::receive_line).
     pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
         let deadline = self.read_deadline();
         loop {
@@ -130,10 +132,10 @@ impl ReadHalf {
         }
     }
 
-    /// As [`TcpStream::receive_exact`](crate::TcpStream::receive_exact).
+    /// As [`Stream::receive_exact`](crate::Stream::receive_exact).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_exact`](crate::TcpStream::receive_exact).
+    /// As [`Stream::receive_exact`](crate::Stream::receive_exact).
     pub fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
         loop {
@@ -152,10 +154,10 @@ impl ReadHalf {
         }
     }
 
-    /// As [`TcpStream::receive_to_end`](crate::TcpStream::receive_to_end).
+    /// As [`Stream::receive_to_end`](crate::Stream::receive_to_end).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_to_end`](crate::TcpStream::receive_to_end).
+    /// As [`Stream::receive_to_end`](crate::Stream::receive_to_end).
     pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
         while self.fill(deadline)? > 0 {
@@ -172,10 +174,10 @@ impl ReadHalf {
         Ok(self.rbuf.take_all())
     }
 
-    /// As [`TcpStream::receive_some`](crate::TcpStream::receive_some).
+    /// As [`Stream::receive_some`](crate::Stream::receive_some).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_some`](crate::TcpStream::receive_some).
+    /// As [`Stream::receive_some`](crate::Stream::receive_some).
     pub fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
         if self.rbuf.is_empty() && max > 0 {
             let deadline = self.read_deadline();
@@ -189,17 +191,17 @@ impl ReadHalf {
         self.rbuf.as_slice()
     }
 
-    /// As [`TcpStream::receive_more`](crate::TcpStream::receive_more).
+    /// As [`Stream::receive_more`](crate::Stream::receive_more).
     ///
     /// # Errors
-    /// As [`TcpStream::receive_more`](crate::TcpStream::receive_more).
+    /// As [`Stream::receive_more`](crate::Stream::receive_more).
     pub fn receive_more(&mut self) -> io::Result<usize> {
         let deadline = self.read_deadline();
         self.fill(deadline)
     }
 }
 
-impl Read for ReadHalf {
+impl<S: StreamSocket> Read for ReadHalf<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let available = self.fill_buf()?;
         let n = available.len().min(buf.len());
@@ -209,7 +211,7 @@ impl Read for ReadHalf {
     }
 }
 
-impl BufRead for ReadHalf {
+impl<S: StreamSocket> BufRead for ReadHalf<S> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.rbuf.is_empty() {
             let deadline = self.read_deadline();

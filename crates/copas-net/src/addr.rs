@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 ///
 /// # Examples
 /// ```
-/// use copas::ToSocketAddrs;
+/// use copas_net::ToSocketAddrs;
 /// let addrs: Vec<_> = "127.0.0.1:7000".to_socket_addrs()?.collect();
 /// assert_eq!(addrs, ["127.0.0.1:7000".parse().unwrap()]);
 /// let addrs: Vec<_> = ("::1", 80).to_socket_addrs()?.collect();

@@ -32,6 +32,10 @@ fn main() -> io::Result<()> {
     let server = copas::ServerBuilder::new()
         .name("echo")
         .serve(addr.as_str(), handle)?;
+    // `kill -USR1 PID` prints what every task is doing (docs/diagnostics.md).
+    if let Err(e) = copas::dump_on_sigusr1() {
+        eprintln!("echo: cannot install the SIGUSR1 task dump: {e}");
+    }
     println!("echo server listening on {}", server.local_addr());
     copas::run()
 }

@@ -98,6 +98,10 @@ fn main() -> io::Result<()> {
     let server = copas::ServerBuilder::new()
         .name("http")
         .serve(addr.as_str(), handle)?;
+    // `kill -USR1 PID` prints what every task is doing (docs/diagnostics.md).
+    if let Err(e) = copas::dump_on_sigusr1() {
+        eprintln!("http: cannot install the SIGUSR1 task dump: {e}");
+    }
     println!("http server listening on http://{}/", server.local_addr());
     copas::run()
 }

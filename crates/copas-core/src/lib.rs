@@ -48,6 +48,7 @@
 
 mod api;
 mod context;
+mod diag;
 mod driver;
 mod error;
 mod id;
@@ -56,6 +57,7 @@ mod overflow;
 mod remote;
 mod report;
 mod runtime;
+mod signal;
 mod slot;
 mod stack;
 mod step;
@@ -65,11 +67,13 @@ mod task;
 mod time;
 mod timer_queue;
 mod wait;
+mod watchdog;
 
 pub use api::{
     cancel_all, cooperate, current, exit, is_exiting, is_finished, park, park_timeout, run,
     shutdown, try_current, wait_for_exit, wake_on_exit, yield_now,
 };
+pub use diag::{FdDescriber, DUMP_TIMEOUT};
 pub use driver::{Driver, Notify};
 pub use error::{is_cancelled, Cancelled};
 pub use id::TaskId;
@@ -77,11 +81,13 @@ pub use join::JoinError;
 pub use remote::Handle;
 pub use report::{ErrorHandler, Problem, TaskPanic};
 pub use runtime::{Runtime, Stats};
+pub use signal::dump_on_sigusr1;
 pub use stack::DEFAULT_STACK_SIZE;
 pub use suspend::with_timeout;
 pub use task::{spawn, Builder, JoinHandle, Task};
 pub use time::{sleep, sleep_until, Timer};
 pub use wait::WaitOn;
+pub use watchdog::DEFAULT_BLOCK_WARNING;
 
 /// Low-level hooks for I/O drivers (copas-net) and embedders: suspend the current task
 /// with a deadline and a wait reason, wake tasks by id, keep the loop alive for work
@@ -133,6 +139,12 @@ pub mod hooks {
     /// As [`suspend`].
     pub fn suspend_for(rt: &Runtime, on: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
         crate::suspend::suspend_on(rt, on, deadline)
+    }
+
+    /// Installs the words dumps use for a descriptor a task waits on
+    /// ([`WaitOn::Fd`](crate::WaitOn::Fd)); copas-net installs one that names the peer.
+    pub fn set_fd_describer(rt: &Runtime, f: crate::FdDescriber) {
+        rt.shared().fd_describer.set(Some(f));
     }
 
     /// Makes the task `id` runnable (if it is suspended); stale ids are ignored.

@@ -51,6 +51,10 @@ pub struct Stats {
     pub pooled_stacks: usize,
     /// I/O sources registered with the driver.
     pub sockets: usize,
+    /// The deepest stack use, in bytes, of any task on a pooled stack (the default stack
+    /// size), from resident pages (`mincore`, one call per 64 stacks): compare it with
+    /// [`DEFAULT_STACK_SIZE`](crate::DEFAULT_STACK_SIZE) to size stacks.
+    pub stack_high_water: usize,
 }
 
 /// The state of one thread's runtime.
@@ -74,7 +78,8 @@ pub(crate) struct Shared {
     pub(crate) sleeping: Cell<usize>,
     /// Live `KeepAlive` guards.
     pub(crate) keep_alive: Cell<usize>,
-    /// The clock at the loop's latest poll: the cheap "since" of wait records.
+    /// The clock at the loop's latest poll (at first, the runtime's creation): the cheap
+    /// "since" of wait records.
     pub(crate) last_now: Cell<Option<Instant>>,
     /// `with_timeout` scope of code running outside any task.
     pub(crate) main_scope_deadline: Cell<Option<Instant>>,
@@ -83,6 +88,8 @@ pub(crate) struct Shared {
     /// When a graceful shutdown cancels what is left (see [`shutdown`](crate::shutdown)).
     /// It bounds the loop's waits but does not keep the loop alive.
     pub(crate) shutdown_deadline: Cell<Option<Instant>>,
+    /// The driver's words for a descriptor a task waits on (`diag.rs`).
+    pub(crate) fd_describer: Cell<Option<crate::diag::FdDescriber>>,
 }
 
 /// A copas runtime: the scheduler of one thread.
@@ -322,6 +329,7 @@ impl Runtime {
             steps: s.steps.get(),
             pooled_stacks: s.stacks.borrow().pooled(),
             sockets: s.driver.borrow().sources(),
+            stack_high_water: s.stacks.borrow().high_water(),
         }
     }
 
@@ -357,10 +365,11 @@ impl Shared {
             steps: Cell::new(0),
             sleeping: Cell::new(0),
             keep_alive: Cell::new(0),
-            last_now: Cell::new(None),
+            last_now: Cell::new(Some(Instant::now())),
             main_scope_deadline: Cell::new(None),
             busy_steps: Cell::new(0),
             shutdown_deadline: Cell::new(None),
+            fd_describer: Cell::new(None),
         }
     }
 
@@ -439,13 +448,10 @@ impl Shared {
             return Ok(());
         }
         let mut names = Vec::new();
+        let now = Instant::now();
         for c in &stuck {
             let wait = c.wait_on();
-            let mut what = format!("waits on {wait}");
-            if let Some(since) = c.since.get() {
-                let d = Instant::now().saturating_duration_since(since);
-                what.push_str(&format!(" for {}", report::short_duration(d)));
-            }
+            let what = format!("waits on {}", self.waits_on(c, now));
             let who = match &c.name {
                 Some(n) => format!("task '{n}' ({})", c.id),
                 None => format!("task {}", c.id),

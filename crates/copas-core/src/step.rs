@@ -135,6 +135,9 @@ impl Shared {
         if inbox.exit {
             self.exit();
         }
+        for reply in inbox.dumps {
+            let _ = reply.send(self.dump_text()); // diag: Handle::dump
+        }
         true
     }
 
@@ -206,11 +209,15 @@ impl Shared {
         } else {
             Resume::Run
         };
+        self.remote.watch.enter(cell.id.serial); // diag: blocked-loop watchdog
         let result = {
             let _running = Running::enter(&cell, self);
             coro.resume(input)
         };
         overflow::leave();
+        if let Some(ran) = self.remote.watch.leave() {
+            self.report_blocked(&cell, ran); // diag: blocked-loop warning (cold)
+        }
         match result {
             CoroutineResult::Yield(()) => {
                 if cell.state.get() == State::Running {

@@ -406,7 +406,11 @@ fn accept_loop(inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
             // Woken when a connection ends or the loop exits; the loop re-checks both.
             inner.accept_waiting_for_slot.set(true);
             copas_core::wake_on_exit();
-            let r = copas_core::hooks::suspend(None);
+            let r = copas_core::hooks::suspend_for(
+                &copas_core::Runtime::current(),
+                copas_core::WaitOn::Other("a free connection slot (max_connections)"),
+                None,
+            );
             inner.accept_waiting_for_slot.set(false);
             if r.is_err() {
                 break;

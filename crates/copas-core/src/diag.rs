@@ -27,7 +27,7 @@ pub type FdDescriber = fn(fd: i32, write: bool) -> Option<String>;
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn kib(bytes: usize) -> String {
-    if bytes % 1024 == 0 {
+    if bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
@@ -122,14 +122,6 @@ impl Shared {
     /// The watchdog flagged `cell`: it ran `ran` without suspending.
     #[cold]
     pub(crate) fn report_blocked(&self, cell: &TaskCell, ran: Duration) {
-        #[cfg(feature = "tracing")]
-        tracing::warn!(
-            task.id = cell.id.as_u64(),
-            task.name = cell.name.as_deref(),
-            peer = cell.peer.map(tracing::field::display),
-            ran_ms = ran.as_millis() as u64,
-            "copas: a task ran without yielding; every other task waited"
-        );
         let message = format!("ran {} without yielding", short_duration(ran));
         self.report(cell, Problem::Blocked { ran }, message);
     }
@@ -237,4 +229,53 @@ fn gone() -> io::Error {
         io::ErrorKind::NotConnected,
         "copas: cannot dump that runtime: its thread has ended",
     )
+}
+
+/// The span of a new task: `connection` for a task serving a peer (a server's handler),
+/// else `task`; fields `task.id`, `task.name`, `peer`.
+#[cfg(feature = "tracing")]
+pub(crate) fn task_span(
+    id: crate::id::TaskId,
+    name: Option<&str>,
+    peer: Option<std::net::SocketAddr>,
+) -> tracing::Span {
+    match peer {
+        Some(peer) => tracing::info_span!(
+            parent: None,
+            "connection",
+            task.id = id.as_u64(),
+            task.name = name,
+            peer = %peer
+        ),
+        None => tracing::info_span!(parent: None, "task", task.id = id.as_u64(), task.name = name),
+    }
+}
+
+/// The event for a report: a warning for the blocked-loop warning, an error otherwise.
+#[cfg(feature = "tracing")]
+pub(crate) fn report_event(info: &crate::report::TaskPanic) {
+    let kind = match info.problem() {
+        Problem::Panicked => "panicked",
+        Problem::Failed => "failed",
+        Problem::Deadlocked(_) => "deadlocked",
+        Problem::NeverRan => "never ran",
+        Problem::RemoteSpawnLost => "remote spawn lost",
+        Problem::Blocked { ran } => {
+            tracing::warn!(
+                task.id = info.task().as_u64(),
+                task.name = info.name(),
+                peer = info.peer_addr().map(tracing::field::display),
+                ran_ms = ran.as_millis() as u64,
+                "copas: {info}"
+            );
+            return;
+        }
+    };
+    tracing::error!(
+        task.id = info.task().as_u64(),
+        task.name = info.name(),
+        peer = info.peer_addr().map(tracing::field::display),
+        problem = kind,
+        "copas: {info}"
+    );
 }

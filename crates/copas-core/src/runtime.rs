@@ -429,6 +429,10 @@ impl Shared {
             peer: cell.peer,
             problem,
         };
+        #[cfg(feature = "tracing")]
+        if !self.shutting_down.get() {
+            crate::diag::report_event(&info);
+        }
         report::deliver(self.handler_for(Some(cell)), &info);
     }
 
@@ -471,6 +475,13 @@ impl Shared {
     /// Unwinds every task; used when the thread's runtime is dropped.
     fn shutdown(&self) {
         self.shutting_down.set(true);
+        // This runs while the thread's thread-locals are destroyed, and a subscriber may
+        // not survive that (tracing-subscriber's registry panics): the tasks still alive
+        // leave their spans unclosed rather than closing them now, and emit no events.
+        #[cfg(feature = "tracing")]
+        for c in self.tasks.all() {
+            std::mem::forget(c.span.replace(tracing::Span::none()));
+        }
         for spawn in self.remote.close() {
             let info = TaskPanic {
                 task: TaskId::MAIN,

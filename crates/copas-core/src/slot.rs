@@ -77,6 +77,10 @@ pub(crate) struct TaskCell {
     pub(crate) waiting: Cell<bool>,
     /// The loop's clock when it suspended (read at the latest poll, so it may be early).
     pub(crate) since: Cell<Option<Instant>>,
+    /// diag: the task's span (feature `tracing`), entered while the task runs; replaced by
+    /// `Span::none()` when the thread's runtime is torn down (see `Shared::shutdown`).
+    #[cfg(feature = "tracing")]
+    pub(crate) span: RefCell<tracing::Span>,
 }
 
 impl TaskCell {

@@ -211,6 +211,10 @@ impl Shared {
         };
         self.remote.watch.enter(cell.id.serial); // diag: blocked-loop watchdog
         let result = {
+            #[cfg(feature = "tracing")]
+            let span = cell.span.borrow(); // diag: the task's span while it runs
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
             let _running = Running::enter(&cell, self);
             coro.resume(input)
         };

@@ -300,6 +300,8 @@ impl Builder {
         // The record keeps the name alive for `overflow_info`, which points into its heap
         // allocation.
         let name = self.name.clone();
+        #[cfg(feature = "tracing")]
+        let span = crate::diag::task_span(id, name.as_deref(), self.peer); // diag
         let overflow_info = overflow::TaskInfo::new(guard, name.as_deref(), size, id.serial);
         let cell = Rc::new(TaskCell {
             id,
@@ -321,6 +323,8 @@ impl Builder {
             wait: Cell::new(WaitOn::Nothing),
             waiting: Cell::new(false),
             since: Cell::new(None),
+            #[cfg(feature = "tracing")]
+            span: RefCell::new(span), // diag
         });
         shared.insert_task(cell);
         Ok(JoinHandle {
@@ -356,6 +360,12 @@ where
             }
         }
     };
+    #[cfg(feature = "tracing")]
+    if matches!(outcome, Err(JoinError::Cancelled))
+        && context::with_current(|c, _| !c.unwinding.get()).unwrap_or(false)
+    {
+        tracing::debug!("copas: task unwound: cancelled"); // diag
+    }
     if state.detached.get() {
         if let Ok(v) = &outcome {
             if let Some(message) = detached_error(v) {

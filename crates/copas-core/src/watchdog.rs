@@ -155,7 +155,7 @@ impl Watch {
     /// duration).
     pub(crate) fn running_long(&self) -> Option<(u64, Duration)> {
         let sw = self.switches.load(Relaxed);
-        if sw % 2 == 0 {
+        if sw.is_multiple_of(2) {
             return None;
         }
         let seen = *lock(&self.seen);
@@ -177,7 +177,7 @@ impl Watch {
             };
             return true;
         }
-        if sw % 2 == 0 {
+        if sw.is_multiple_of(2) {
             return true;
         }
         let ran = now.saturating_duration_since(seen.since);

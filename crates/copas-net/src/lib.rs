@@ -45,6 +45,7 @@ mod shared;
 mod source;
 mod sys;
 mod tcp;
+mod trace;
 mod udp;
 
 pub use bytes::Bytes;

@@ -459,6 +459,7 @@ fn accept_loop(inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
             Err(e) => {
                 // Out of descriptors (or another persistent failure): report once, then
                 // back off instead of spinning, and retry.
+                crate::trace::accept_failed(&inner.name, &e);
                 if !failing {
                     failing = true;
                     (config.on_error)(&inner.name, None, &e);

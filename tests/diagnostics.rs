@@ -385,6 +385,7 @@ fn handle_dump_answers_from_another_thread_and_times_out_on_a_blocked_loop() {
             .name("parked-one".into())
             .spawn(copas::park)
             .unwrap();
+        settle(&rt, &[_p.id()]);
         let (tx, rx) = mpsc::channel();
         let h2 = handle.clone();
         std::thread::spawn(move || tx.send(h2.dump()).unwrap());
@@ -402,6 +403,7 @@ fn handle_dump_answers_from_another_thread_and_times_out_on_a_blocked_loop() {
         );
 
         // A task blocks the loop: the request times out and names it.
+        rt.set_block_warning(Some(Duration::from_millis(100)));
         let blocker = Builder::new()
             .name("blocker".into())
             .spawn(|| std::thread::sleep(Duration::from_millis(1200)))

@@ -33,6 +33,10 @@ where
     let body_thread = thread::Builder::new()
         .name(format!("test body at {at}"))
         .spawn(move || {
+            // A loaded machine (or a backtrace printed by a panic) may stall a task past
+            // the blocked-loop warning's threshold; tests/diagnostics.rs turns it on
+            // where it is under test.
+            copas::Runtime::current().set_block_warning(None);
             let panics = Rc::new(RefCell::new(Vec::<String>::new()));
             let seen = panics.clone();
             copas::Runtime::current().set_error_handler(move |p| match p.problem() {

@@ -271,6 +271,7 @@ fn the_dump_names_every_kind_of_wait_in_plain_words() {
 
         settle(&rt, &ids);
         let dump = rt.dump();
+        eprint!("{dump}"); // shown with --nocapture (docs/diagnostics.md)
         assert!(
             dump.starts_with("copas: thread '") && dump.contains("stack pool:"),
             "{dump}"
@@ -366,6 +367,7 @@ fn a_deadlock_report_uses_the_dump_words() {
         let err = rt.run().unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::Deadlock);
         let reports = reports.borrow();
+        eprintln!("{reports:#?}\n{err}");
         assert!(
             reports
                 .iter()
@@ -416,6 +418,7 @@ fn handle_dump_answers_from_another_thread_and_times_out_on_a_blocked_loop() {
         });
         rt.step(Some(Duration::ZERO)).unwrap();
         let err = rx.recv().unwrap().unwrap_err();
+        eprintln!("{err}");
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
         assert!(
             err.to_string().contains(&format!(

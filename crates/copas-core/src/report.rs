@@ -87,16 +87,15 @@ impl TaskPanic {
 impl fmt::Display for TaskPanic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Problem::Blocked { ran } = self.problem {
-            match &self.name {
-                Some(n) => write!(f, "task '{n}' ({}", self.task)?,
-                None => write!(f, "task ({}", self.task)?,
-            }
-            if let Some(peer) = self.peer {
-                write!(f, ", {peer}")?;
+            match (&self.name, self.peer) {
+                (Some(n), Some(peer)) => write!(f, "task '{n}' ({}, {peer})", self.task)?,
+                (Some(n), None) => write!(f, "task '{n}' ({})", self.task)?,
+                (None, Some(peer)) => write!(f, "task {} ({peer})", self.task)?,
+                (None, None) => write!(f, "task {}", self.task)?,
             }
             return write!(
                 f,
-                ") ran {} without yielding; every other task waited",
+                " ran {} without yielding; every other task waited",
                 short_duration(ran)
             );
         }

@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown_deadline: Cell<Option<Instant>>,
     /// The driver's words for a descriptor a task waits on (`diag.rs`).
     pub(crate) fd_describer: Cell<Option<crate::diag::FdDescriber>>,
+    /// The blocked-loop watchdog's record (also in `remote`, for `Handle::dump`); here
+    /// to save the loop one pointer load per switch.
+    pub(crate) watch: Arc<crate::watchdog::Watch>,
 }
 
 /// A copas runtime: the scheduler of one thread.
@@ -347,12 +350,14 @@ impl Shared {
     fn new() -> Shared {
         overflow::init_thread();
         let parker = Rc::new(ThreadParker::new());
+        let remote = Arc::new(Remote::new(parker.notifier()));
         Shared {
+            watch: remote.watch.clone(),
             tasks: TaskTable::default(),
             run_queue: RefCell::new(VecDeque::new()),
             spare_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::default()),
-            remote: Arc::new(Remote::new(parker.notifier())),
+            remote,
             driver: RefCell::new(parker),
             driver_installed: Cell::new(false),
             stacks: RefCell::new(StackPool::new()),

@@ -209,7 +209,7 @@ impl Shared {
         } else {
             Resume::Run
         };
-        self.remote.watch.enter(cell.id.serial); // diag: blocked-loop watchdog
+        self.watch.enter(cell.id.serial); // diag: blocked-loop watchdog
         let result = {
             #[cfg(feature = "tracing")]
             let span = cell.span.borrow(); // diag: the task's span while it runs
@@ -219,7 +219,7 @@ impl Shared {
             coro.resume(input)
         };
         overflow::leave();
-        if let Some(ran) = self.remote.watch.leave() {
+        if let Some(ran) = self.watch.leave() {
             self.report_blocked(&cell, ran); // diag: blocked-loop warning (cold)
         }
         match result {

@@ -36,6 +36,13 @@
 //! Panics, `Err`s of detached tasks, deadlocked tasks and tasks that never ran are
 //! reported to the error handler ([`TaskPanic`], [`Problem`]).
 //!
+//! # Diagnostics
+//! A task that runs over 100 ms without suspending blocks every other task; it is reported
+//! ([`Problem::Blocked`], [`Runtime::set_block_warning`], `COPAS_BLOCK_WARNING=off`).
+//! [`Runtime::dump`] (or [`Handle::dump`] from another thread, or [`dump_on_sigusr1`])
+//! lists every task with what it waits on and how much stack it used; [`Stats`] has the
+//! stack pool's deepest use. Feature `tracing` adds spans per task and events.
+//!
 //! # Panics
 //! A panic inside a task is caught at the task's root, reported to the error handler
 //! ([`Runtime::set_error_handler`], [`Builder::error_handler`]) and kept for
@@ -142,7 +149,7 @@ pub mod hooks {
     }
 
     /// Installs the words dumps use for a descriptor a task waits on
-    /// ([`WaitOn::Fd`](crate::WaitOn::Fd)); copas-net installs one that names the peer.
+    /// ([`WaitOn::Fd`]); copas-net installs one that names the peer.
     pub fn set_fd_describer(rt: &Runtime, f: crate::FdDescriber) {
         rt.shared().fd_describer.set(Some(f));
     }

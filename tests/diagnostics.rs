@@ -558,3 +558,39 @@ fn kill(pid: libc::pid_t, sig: libc::c_int) -> libc::c_int {
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
     unsafe { libc::kill(pid, sig) }
 }
+
+#[test]
+fn descriptors_that_are_not_connected_sockets_are_named_too() {
+    common::guard(|| {
+        use std::os::fd::AsRawFd;
+        let rt = Runtime::current();
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let raw = reader.as_raw_fd();
+        let fd = copas::Fd::new(reader).unwrap();
+        let piper = Builder::new()
+            .name("piper".into())
+            .spawn(move || fd.readable(None))
+            .unwrap();
+        let udp = copas::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = udp.local_addr().unwrap();
+        let datagrams = Builder::new()
+            .name("datagrams".into())
+            .spawn(move || {
+                let mut buf = [0u8; 16];
+                udp.recv_from(&mut buf).map(drop)
+            })
+            .unwrap();
+        settle(&rt, &[piper.id(), datagrams.id()]);
+        let dump = rt.dump();
+        assert!(
+            line_of(&dump, "piper").contains(&format!("waits on read on fd {raw} for ")),
+            "{dump}"
+        );
+        assert!(
+            line_of(&dump, "datagrams").contains(&format!("waits on read on {local} (no peer)")),
+            "{dump}"
+        );
+        piper.cancel();
+        datagrams.cancel();
+    });
+}

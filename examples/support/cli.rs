@@ -173,8 +173,16 @@ pub(crate) fn fail(prog: &str, msg: &str) -> ! {
     exit(1)
 }
 
-/// Runs the copas loop until it ends; an error is printed as a sentence (exit 1).
+/// Runs the copas loop until it ends, printing a task dump on `SIGUSR1`; an error is
+/// printed as a sentence (exit 1).
 pub(crate) fn run(prog: &str) {
+    // `kill -USR1 PID` prints what every task is doing (docs/diagnostics.md).
+    if let Err(e) = copas::dump_on_sigusr1() {
+        eprintln!(
+            "{prog}: cannot install the SIGUSR1 task dump: {}",
+            describe(&e)
+        );
+    }
     if let Err(e) = copas::run() {
         fail(prog, &format!("the loop stopped: {}", describe(&e)));
     }

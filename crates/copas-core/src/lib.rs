@@ -37,6 +37,13 @@
 //! Panics, `Err`s of detached tasks, deadlocked tasks and tasks that never ran are
 //! reported to the error handler ([`TaskPanic`], [`Problem`]).
 //!
+//! # Diagnostics
+//! A task that runs over 100 ms without suspending blocks every other task; it is reported
+//! ([`Problem::Blocked`], [`Runtime::set_block_warning`], `COPAS_BLOCK_WARNING=off`).
+//! [`Runtime::dump`] (or [`Handle::dump`] from another thread, or [`dump_on_sigusr1`])
+//! lists every task with what it waits on and how much stack it used; [`Stats`] has the
+//! stack pool's deepest use. Feature `tracing` adds spans per task and events.
+//!
 //! # Panics
 //! A panic inside a task is caught at the task's root, reported to the error handler
 //! ([`Runtime::set_error_handler`], [`Builder::error_handler`]) and kept for
@@ -49,6 +56,7 @@
 
 mod api;
 mod context;
+mod diag;
 mod driver;
 mod embed;
 mod error;
@@ -59,6 +67,7 @@ mod remote;
 mod report;
 mod run_queue;
 mod runtime;
+mod signal;
 mod slot;
 mod stack;
 mod step;
@@ -68,11 +77,13 @@ mod task;
 mod time;
 mod timer_queue;
 mod wait;
+mod watchdog;
 
 pub use api::{
     cancel_all, cooperate, current, exit, is_exiting, is_finished, park, park_timeout, run,
     shutdown, try_current, wait_for_exit, wake_on_exit, yield_now,
 };
+pub use diag::{FdDescriber, DUMP_TIMEOUT};
 pub use driver::{Driver, Notify};
 pub use embed::{
     block_on, resolve, set_max_unblock_threads, unblock, RemoteJoinHandle, RuntimeThread,
@@ -84,11 +95,13 @@ pub use join::JoinError;
 pub use remote::Handle;
 pub use report::{ErrorHandler, Problem, TaskPanic};
 pub use runtime::{Runtime, Stats};
+pub use signal::dump_on_sigusr1;
 pub use stack::DEFAULT_STACK_SIZE;
 pub use suspend::with_timeout;
 pub use task::{spawn, Builder, JoinHandle, Task};
 pub use time::{sleep, sleep_until, Timer};
 pub use wait::WaitOn;
+pub use watchdog::DEFAULT_BLOCK_WARNING;
 
 /// Low-level hooks for I/O drivers (copas-net) and embedders: suspend the current task
 /// with a deadline and a wait reason, wake tasks by id, keep the loop alive for work
@@ -140,6 +153,12 @@ pub mod hooks {
     /// As [`suspend`].
     pub fn suspend_for(rt: &Runtime, on: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
         crate::suspend::suspend_on(rt, on, deadline)
+    }
+
+    /// Installs the words dumps use for a descriptor a task waits on
+    /// ([`WaitOn::Fd`]); copas-net installs one that names the peer.
+    pub fn set_fd_describer(rt: &Runtime, f: crate::FdDescriber) {
+        rt.shared().fd_describer.set(Some(f));
     }
 
     /// Makes the task `id` runnable (if it is suspended); stale ids are ignored.

@@ -144,6 +144,20 @@ impl TaskInfo {
     }
 }
 
+impl TaskInfo {
+    /// The usable pages of the task's stack, `[lo, hi)`: above the guard page, the
+    /// requested size rounded up to whole pages (as both kinds of stack are laid out).
+    pub(crate) fn stack_range(&self) -> (usize, usize) {
+        let page = page_size();
+        let lo = self.guard.1;
+        (lo, lo + self.stack_size.max(page).div_ceil(page) * page)
+    }
+
+    pub(crate) fn stack_size(&self) -> usize {
+        self.stack_size
+    }
+}
+
 /// Records the task that is about to run on this thread; `info` must stay alive (and in
 /// place) until [`leave`].
 #[inline]

@@ -26,6 +26,8 @@ pub(crate) struct Inbox {
     pub(crate) unparks: Vec<TaskId>,
     pub(crate) spawns: Vec<RemoteSpawn>,
     pub(crate) exit: bool,
+    /// Dump requests ([`Handle::dump`]): each gets the text.
+    pub(crate) dumps: Vec<std::sync::mpsc::Sender<String>>,
     open: bool,
 }
 
@@ -34,6 +36,8 @@ pub(crate) struct Remote {
     pending: AtomicBool,
     notify: Mutex<Notify>,
     pub(crate) thread: ThreadId,
+    /// What the loop publishes for the blocked-loop watchdog.
+    pub(crate) watch: Arc<crate::watchdog::Watch>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -50,6 +54,7 @@ impl Remote {
             pending: AtomicBool::new(false),
             notify: Mutex::new(notify),
             thread: std::thread::current().id(),
+            watch: crate::watchdog::Watch::new(),
         }
     }
 
@@ -66,6 +71,11 @@ impl Remote {
         let notify = lock(&self.notify).clone();
         notify();
         true
+    }
+
+    /// Queues a dump request; false if the runtime is gone.
+    pub(crate) fn send_dump(&self, reply: std::sync::mpsc::Sender<String>) -> bool {
+        self.send(|i| i.dumps.push(reply))
     }
 
     pub(crate) fn push(&self, id: TaskId) {
@@ -94,6 +104,7 @@ impl Remote {
             unparks: std::mem::take(&mut inbox.unparks),
             spawns: std::mem::take(&mut inbox.spawns),
             exit: std::mem::take(&mut inbox.exit),
+            dumps: std::mem::take(&mut inbox.dumps),
             open: inbox.open,
         })
     }
@@ -102,6 +113,7 @@ impl Remote {
     pub(crate) fn close(&self) -> Vec<RemoteSpawn> {
         let mut inbox = lock(&self.inbox);
         inbox.open = false;
+        inbox.dumps.clear();
         std::mem::take(&mut inbox.spawns)
     }
 }

@@ -34,6 +34,14 @@ pub enum Problem {
     /// A closure handed over by [`Handle::spawn_boxed`](crate::Handle::spawn_boxed) was
     /// accepted but its runtime was dropped before it could run.
     RemoteSpawnLost,
+    /// The task ran this long without suspending, so every other task waited (the
+    /// blocked-loop warning, [`Runtime::set_block_warning`](crate::Runtime::set_block_warning)).
+    /// Reported once per occurrence, when the task finally suspends or ends.
+    Blocked {
+        /// How long it ran (measured by the watchdog; may be short by its sampling
+        /// period, a quarter of the threshold).
+        ran: Duration,
+    },
 }
 
 /// What an error handler is told about a task: a panic (the common case, hence the
@@ -78,6 +86,19 @@ impl TaskPanic {
 
 impl fmt::Display for TaskPanic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Problem::Blocked { ran } = self.problem {
+            match (&self.name, self.peer) {
+                (Some(n), Some(peer)) => write!(f, "task '{n}' ({}, {peer})", self.task)?,
+                (Some(n), None) => write!(f, "task '{n}' ({})", self.task)?,
+                (None, Some(peer)) => write!(f, "task {} ({peer})", self.task)?,
+                (None, None) => write!(f, "task {}", self.task)?,
+            }
+            return write!(
+                f,
+                " ran {} without yielding; every other task waited",
+                short_duration(ran)
+            );
+        }
         match &self.name {
             Some(n) => write!(f, "task '{n}' ({})", self.task)?,
             None => write!(f, "task {}", self.task)?,
@@ -91,6 +112,7 @@ impl fmt::Display for TaskPanic {
             Problem::Deadlocked(_) => write!(f, " is deadlocked: {}", self.message),
             Problem::NeverRan => write!(f, " never ran: {}", self.message),
             Problem::RemoteSpawnLost => write!(f, " was lost: {}", self.message),
+            Problem::Blocked { .. } => unreachable!("handled above"),
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Stats {
     pub pooled_stacks: usize,
     /// I/O sources registered with the driver.
     pub sockets: usize,
+    /// The deepest stack use, in bytes, of any task on a pooled stack (the default stack
+    /// size), from resident pages (`mincore`, one call per 64 stacks): compare it with
+    /// [`DEFAULT_STACK_SIZE`](crate::DEFAULT_STACK_SIZE) to size stacks.
+    pub stack_high_water: usize,
 }
 
 /// The state of one thread's runtime.
@@ -77,7 +81,8 @@ pub(crate) struct Shared {
     pub(crate) sleeping: Cell<usize>,
     /// Live `KeepAlive` guards.
     pub(crate) keep_alive: Cell<usize>,
-    /// The clock at the loop's latest poll: the cheap "since" of wait records.
+    /// The clock at the loop's latest poll (at first, the runtime's creation): the cheap
+    /// "since" of wait records.
     pub(crate) last_now: Cell<Option<Instant>>,
     /// `with_timeout` scope of code running outside any task.
     pub(crate) main_scope_deadline: Cell<Option<Instant>>,
@@ -86,6 +91,11 @@ pub(crate) struct Shared {
     /// When a graceful shutdown cancels what is left (see [`shutdown`](crate::shutdown)).
     /// It bounds the loop's waits but does not keep the loop alive.
     pub(crate) shutdown_deadline: Cell<Option<Instant>>,
+    /// The driver's words for a descriptor a task waits on (`diag.rs`).
+    pub(crate) fd_describer: Cell<Option<crate::diag::FdDescriber>>,
+    /// The blocked-loop watchdog's record (also in `remote`, for `Handle::dump`); here
+    /// to save the loop one pointer load per switch.
+    pub(crate) watch: Arc<crate::watchdog::Watch>,
 }
 
 /// A copas runtime: the scheduler of one thread.
@@ -325,6 +335,7 @@ impl Runtime {
             steps: s.steps.get(),
             pooled_stacks: s.stacks.borrow().pooled(),
             sockets: s.driver.borrow().sources(),
+            stack_high_water: s.stacks.borrow().high_water(),
         }
     }
 
@@ -342,13 +353,15 @@ impl Shared {
     fn new() -> Shared {
         overflow::init_thread();
         let parker = Rc::new(ThreadParker::new());
+        let remote = Arc::new(Remote::new(parker.notifier()));
         Shared {
+            watch: remote.watch.clone(),
             tasks: TaskTable::default(),
             records: RecordPool::default(),
             join_states: JoinPool::default(),
             run_queue: RunQueue::default(),
             timers: RefCell::new(TimerQueue::default()),
-            remote: Arc::new(Remote::new(parker.notifier())),
+            remote,
             driver: RefCell::new(parker),
             driver_installed: Cell::new(false),
             stacks: RefCell::new(StackPool::new()),
@@ -361,10 +374,11 @@ impl Shared {
             steps: Cell::new(0),
             sleeping: Cell::new(0),
             keep_alive: Cell::new(0),
-            last_now: Cell::new(None),
+            last_now: Cell::new(Some(Instant::now())),
             main_scope_deadline: Cell::new(None),
             busy_steps: Cell::new(0),
             shutdown_deadline: Cell::new(None),
+            fd_describer: Cell::new(None),
         }
     }
 
@@ -424,6 +438,10 @@ impl Shared {
             peer: cell.peer,
             problem,
         };
+        #[cfg(feature = "tracing")]
+        if !self.shutting_down.get() {
+            crate::diag::report_event(&info);
+        }
         report::deliver(self.handler_for(Some(cell)), &info);
     }
 
@@ -443,13 +461,10 @@ impl Shared {
             return Ok(());
         }
         let mut names = Vec::new();
+        let now = Instant::now();
         for c in &stuck {
             let wait = c.wait_on();
-            let mut what = format!("waits on {wait}");
-            if let Some(since) = c.since.get() {
-                let d = Instant::now().saturating_duration_since(since);
-                what.push_str(&format!(" for {}", report::short_duration(d)));
-            }
+            let what = format!("waits on {}", self.waits_on(c, now));
             let who = match &c.name {
                 Some(n) => format!("task '{n}' ({})", c.id),
                 None => format!("task {}", c.id),
@@ -469,6 +484,13 @@ impl Shared {
     /// Unwinds every task; used when the thread's runtime is dropped.
     fn shutdown(&self) {
         self.shutting_down.set(true);
+        // This runs while the thread's thread-locals are destroyed, and a subscriber may
+        // not survive that (tracing-subscriber's registry panics): the tasks still alive
+        // leave their spans unclosed rather than closing them now, and emit no events.
+        #[cfg(feature = "tracing")]
+        for c in self.tasks.all() {
+            std::mem::forget(c.span.replace(tracing::Span::none()));
+        }
         for spawn in self.remote.close() {
             let info = TaskPanic {
                 task: TaskId::MAIN,

@@ -82,6 +82,10 @@ pub(crate) struct TaskCell {
     pub(crate) since: Cell<Option<Instant>>,
     /// The next task in the run queue (see `run_queue.rs`); `None` when not queued.
     pub(crate) next: Cell<Option<Rc<TaskCell>>>,
+    /// diag: the task's span (feature `tracing`), entered while the task runs; replaced by
+    /// `Span::none()` when the thread's runtime is torn down (see `Shared::shutdown`).
+    #[cfg(feature = "tracing")]
+    pub(crate) span: RefCell<tracing::Span>,
 }
 
 /// What a new task's record is made of.
@@ -93,6 +97,9 @@ pub(crate) struct NewTask {
     pub(crate) error_handler: Option<ErrorHandler>,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) lingering: bool,
+    /// diag: the task's span (feature `tracing`).
+    #[cfg(feature = "tracing")]
+    pub(crate) span: tracing::Span,
 }
 
 /// The records of finished tasks, kept so that a spawn need not allocate one.
@@ -117,6 +124,10 @@ impl RecordPool {
                 c.error_handler = t.error_handler;
                 c.peer = t.peer;
                 c.lingering = t.lingering;
+                #[cfg(feature = "tracing")]
+                {
+                    *c.span.get_mut() = t.span; // diag
+                }
                 return rc;
             }
         }
@@ -141,6 +152,8 @@ impl RecordPool {
             waiting: Cell::new(false),
             since: Cell::new(None),
             next: Cell::new(None),
+            #[cfg(feature = "tracing")]
+            span: RefCell::new(t.span), // diag
         })
     }
 
@@ -170,8 +183,12 @@ impl RecordPool {
         let wait = c.wait.replace(WaitOn::Nothing);
         c.waiting.set(false);
         c.since.set(None);
+        #[cfg(feature = "tracing")]
+        let span = std::mem::replace(c.span.get_mut(), tracing::Span::none()); // diag
+        #[cfg(not(feature = "tracing"))]
+        let span = ();
         // These may run user destructors, which may spawn: the pool is not borrowed now.
-        drop((coro, name, handler, wait));
+        drop((coro, name, handler, wait, span));
         self.free.borrow_mut().push(rc);
     }
 }

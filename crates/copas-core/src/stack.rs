@@ -19,7 +19,7 @@
 use std::cell::Cell;
 use std::io;
 use std::ptr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use corosensei::stack::valgrind::ValgrindStackRegistration;
 use corosensei::stack::{DefaultStack, Stack, StackPointer};
@@ -145,6 +145,34 @@ impl ArenaStack {
         // (it is on its way into the free list). Guard regions survive MADV_DONTNEED.
         unsafe { libc::madvise(usable, self.chunk.slot_len - page, libc::MADV_DONTNEED) };
     }
+
+    /// The slot's stack depth in use (see [`resident_depth`]).
+    fn depth(&self, page: usize) -> usize {
+        resident_depth(self.lo + page, self.lo + self.chunk.slot_len, page)
+    }
+}
+
+/// How deep a stack whose usable pages are `[lo, hi)` (page-aligned, growing down from
+/// `hi`) has been used: `hi` minus the lowest page that is resident (`mincore`), 0 if none
+/// is or the call fails. Pages stay resident once touched, so this is the deepest any
+/// user of the memory went since it was last released; a page swapped out reads as
+/// untouched.
+pub(crate) fn resident_depth(lo: usize, hi: usize, page: usize) -> usize {
+    if hi <= lo {
+        return 0;
+    }
+    let pages = (hi - lo) / page;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `[lo, hi)` is page-aligned and lies in a live mapping of this module or of
+    // corosensei (callers hold the stack or its chunk); `vec` has one byte per page.
+    let r = unsafe { libc::mincore(lo as *mut libc::c_void, hi - lo, vec.as_mut_ptr().cast()) };
+    if r != 0 {
+        return 0;
+    }
+    match vec.iter().position(|b| b & 1 != 0) {
+        Some(i) => (pages - i) * page,
+        None => 0,
+    }
 }
 
 /// The stack of one task.
@@ -192,6 +220,10 @@ pub(crate) struct StackPool {
     slot_len: usize,
     /// The chunk new slots are carved from.
     current: Option<Rc<Chunk>>,
+    /// Every chunk created at the current default size (for the high-water mark).
+    chunks: Vec<Weak<Chunk>>,
+    /// The deepest mark of stacks whose memory was released or whose chunk is gone.
+    deepest_released: usize,
 }
 
 impl StackPool {
@@ -203,6 +235,8 @@ impl StackPool {
             free: Vec::new(),
             slot_len: slot_len_for(DEFAULT_STACK_SIZE, page),
             current: None,
+            chunks: Vec::new(),
+            deepest_released: 0,
         }
     }
 
@@ -212,10 +246,12 @@ impl StackPool {
 
     pub(crate) fn set_default_size(&mut self, size: usize) {
         if size != self.default_size {
+            self.deepest_released = self.high_water();
             self.default_size = size;
             self.slot_len = slot_len_for(size, self.page);
             self.free.clear();
             self.current = None;
+            self.chunks.clear();
         }
     }
 
@@ -237,6 +273,8 @@ impl StackPool {
             }
         }
         let chunk = Chunk::new(self.slot_len())?;
+        self.chunks.retain(|c| c.strong_count() > 0);
+        self.chunks.push(Rc::downgrade(&chunk));
         let stack = chunk.carve(self.page)?.expect("a new chunk has free slots");
         self.current = Some(chunk);
         Ok(TaskStack::Arena(stack))
@@ -247,6 +285,7 @@ impl StackPool {
         match stack {
             TaskStack::Arena(a) if a.chunk.slot_len == self.slot_len() => {
                 if self.free.len() >= KEEP_RESIDENT {
+                    self.deepest_released = self.deepest_released.max(a.depth(self.page));
                     a.release_memory(self.page);
                 }
                 self.free.push(a);
@@ -259,5 +298,41 @@ impl StackPool {
 
     pub(crate) fn pooled(&self) -> usize {
         self.free.len()
+    }
+
+    pub(crate) fn page(&self) -> usize {
+        self.page
+    }
+
+    /// The deepest stack use of any task that had a pooled stack (of the current default
+    /// size), as far as resident pages tell: one `mincore` per chunk of 64 stacks. Stacks
+    /// released to the kernel were measured before.
+    pub(crate) fn high_water(&self) -> usize {
+        let mut deepest = self.deepest_released;
+        for chunk in self.chunks.iter().filter_map(Weak::upgrade) {
+            let carved = chunk.carved.get();
+            let per_slot = chunk.slot_len / self.page;
+            let lo = chunk.base as usize;
+            let mut vec = vec![0u8; carved * per_slot];
+            // SAFETY: `[lo, lo + carved * slot_len)` lies inside the chunk's live mapping
+            // (we hold an `Rc` to it) and is page-aligned; `vec` has one byte per page.
+            let r = unsafe {
+                libc::mincore(
+                    lo as *mut libc::c_void,
+                    carved * chunk.slot_len,
+                    vec.as_mut_ptr().cast(),
+                )
+            };
+            if r != 0 {
+                continue;
+            }
+            for slot in vec.chunks(per_slot) {
+                // Page 0 of a slot is its guard page.
+                if let Some(i) = slot[1..].iter().position(|b| b & 1 != 0) {
+                    deepest = deepest.max((per_slot - 1 - i) * self.page);
+                }
+            }
+        }
+        deepest
     }
 }

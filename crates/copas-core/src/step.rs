@@ -161,6 +161,9 @@ impl Shared {
         if inbox.exit {
             self.exit();
         }
+        for reply in inbox.dumps {
+            let _ = reply.send(self.dump_text()); // diag: Handle::dump
+        }
         true
     }
 
@@ -229,11 +232,19 @@ impl Shared {
         } else {
             Resume::Run
         };
+        self.watch.enter(cell.id.serial); // diag: blocked-loop watchdog
         let result = {
+            #[cfg(feature = "tracing")]
+            let span = cell.span.borrow(); // diag: the task's span while it runs
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
             let _running = Running::enter(&cell, self);
             coro.resume(input)
         };
         overflow::leave();
+        if let Some(ran) = self.watch.leave() {
+            self.report_blocked(&cell, ran); // diag: blocked-loop warning (cold)
+        }
         match result {
             CoroutineResult::Yield(()) => {
                 if cell.state.get() == State::Running {

@@ -160,6 +160,8 @@ pub(crate) fn suspend_task(
     }
     if cell.cancelled.get() {
         cell.cancel_seen.set(true);
+        #[cfg(feature = "tracing")]
+        tracing::debug!("copas: task cancelled"); // diag
         return Err(crate::Cancelled.into());
     }
     let deadline = earliest(deadline, cell.scope_deadline.get());
@@ -182,9 +184,15 @@ pub(crate) fn suspend_task(
         cell.waiting.set(true);
     }
     let resumed = context::suspend();
+    #[cfg(feature = "tracing")]
+    let mut slept = false; // diag: a sleep's deadline is no timeout
     if waiting {
         cell.waiting.set(false);
-        drop(cell.wait.replace(WaitOn::Nothing));
+        let _ended = cell.wait.replace(WaitOn::Nothing);
+        #[cfg(feature = "tracing")]
+        {
+            slept = matches!(_ended, WaitOn::Sleep { .. });
+        }
     }
     if let Some(key) = timer {
         shared.sleeping.set(shared.sleeping.get() - 1);
@@ -195,8 +203,14 @@ pub(crate) fn suspend_task(
     }
     if cell.cancelled.get() {
         cell.cancel_seen.set(true);
+        #[cfg(feature = "tracing")]
+        tracing::debug!("copas: task cancelled"); // diag
         Err(crate::Cancelled.into())
     } else if cell.timed_out.get() {
+        #[cfg(feature = "tracing")]
+        if !slept {
+            tracing::debug!("copas: a wait timed out"); // diag
+        }
         Err(io::ErrorKind::TimedOut.into())
     } else {
         Ok(())

@@ -303,6 +303,8 @@ impl Builder {
         // The record keeps the name alive for `overflow_info`, which points into its heap
         // allocation.
         let name = self.name.clone();
+        #[cfg(feature = "tracing")]
+        let span = crate::diag::task_span(id, name.as_deref(), self.peer); // diag
         let overflow_info = overflow::TaskInfo::new(guard, name.as_deref(), size, id.serial);
         let cell = shared.records.make(NewTask {
             id,
@@ -312,6 +314,8 @@ impl Builder {
             error_handler: self.error_handler,
             peer: self.peer,
             lingering: self.lingering,
+            #[cfg(feature = "tracing")]
+            span, // diag
         });
         shared.insert_task(cell);
         Ok(JoinHandle {
@@ -348,6 +352,12 @@ where
             }
         }
     };
+    #[cfg(feature = "tracing")]
+    if matches!(outcome, Err(JoinError::Cancelled))
+        && context::with_current(|c, _| !c.unwinding.get()).unwrap_or(false)
+    {
+        tracing::debug!("copas: task unwound: cancelled"); // diag
+    }
     if state.detached.get() {
         if let Ok(v) = &outcome {
             if let Some(message) = detached_error(v) {

@@ -40,6 +40,16 @@ pub enum WaitOn {
     Read(String),
     /// A writable socket or flushed output; the text names it.
     Write(String),
+    /// A descriptor's readiness (copas-net's sockets record this: a `Copy` record, so a
+    /// wait allocates nothing). [`Runtime::dump`](crate::Runtime::dump) names the peer,
+    /// found at dump time with the driver's describer
+    /// ([`hooks::set_fd_describer`](crate::hooks::set_fd_describer)).
+    Fd {
+        /// The descriptor.
+        fd: i32,
+        /// Waiting to write (else to read).
+        write: bool,
+    },
     /// Another thread's work ([`hooks::keep_alive`](crate::hooks::keep_alive) users).
     Unblock,
     /// A channel.
@@ -68,20 +78,23 @@ impl fmt::Display for WaitOn {
             WaitOn::Nothing => f.write_str("nothing"),
             WaitOn::Sleep { until } => {
                 let left = until.saturating_duration_since(Instant::now());
-                write!(f, "sleep ({left:?} left)")
+                write!(f, "sleep until +{}", crate::report::short_duration(left))
             }
-            WaitOn::Mutex => f.write_str("a mutex"),
-            WaitOn::Semaphore => f.write_str("a semaphore"),
-            WaitOn::Queue => f.write_str("a queue's next item"),
-            WaitOn::QueueDrain => f.write_str("a queue to drain"),
-            WaitOn::Join(id) => write!(f, "join of task {id}"),
-            WaitOn::Park => f.write_str("park (an unpark)"),
+            WaitOn::Mutex => f.write_str("mutex"),
+            WaitOn::Semaphore => f.write_str("semaphore"),
+            WaitOn::Queue => f.write_str("queue"),
+            WaitOn::QueueDrain => f.write_str("queue drain"),
+            WaitOn::Join(id) => write!(f, "join {id}"),
+            WaitOn::Park => f.write_str("park"),
             WaitOn::Exit => f.write_str("exit"),
-            WaitOn::Read(what) => write!(f, "read from {what}"),
-            WaitOn::Write(what) => write!(f, "write to {what}"),
-            WaitOn::Unblock => f.write_str("another thread"),
-            WaitOn::Channel => f.write_str("a channel"),
-            WaitOn::Future => f.write_str("a future"),
+            WaitOn::Read(what) => write!(f, "read on {what}"),
+            WaitOn::Write(what) => write!(f, "write on {what}"),
+            WaitOn::Fd { fd, write } => {
+                write!(f, "{} on fd {fd}", if *write { "write" } else { "read" })
+            }
+            WaitOn::Unblock => f.write_str("unblock"),
+            WaitOn::Channel => f.write_str("channel"),
+            WaitOn::Future => f.write_str("future"),
             WaitOn::Io => f.write_str("I/O"),
             WaitOn::Other(what) => f.write_str(what),
         }

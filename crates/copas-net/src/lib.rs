@@ -56,6 +56,7 @@ mod tcp;
 mod threads;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod trace;
 mod udp;
 mod unix;
 

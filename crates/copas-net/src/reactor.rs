@@ -205,6 +205,7 @@ impl Reactor {
             scratch: RefCell::new(Vec::new()),
         });
         rt.set_driver(reactor.clone())?;
+        hooks::set_fd_describer(&rt, crate::sys::unix::describe_fd);
         Ok(reactor)
     }
 
@@ -361,7 +362,11 @@ impl Reactor {
         if check && crate::sys::unix::ready_now(fd, dir)? {
             return Ok(());
         }
-        hooks::suspend_on(&self.runtime, deadline)?;
+        let on = copas_core::WaitOn::Fd {
+            fd,
+            write: dir == Interest::Write,
+        };
+        hooks::suspend_for(&self.runtime, on, deadline)?;
         if self.is_live(key) {
             Ok(())
         } else {

@@ -556,7 +556,11 @@ fn accept_loop<S: StreamSocket>(inner: &Rc<ServerInner<S>>, config: &Rc<ConnConf
             // Woken when a connection ends or the loop exits; the loop re-checks both.
             inner.accept_waiting_for_slot.set(true);
             copas_core::wake_on_exit();
-            let r = copas_core::hooks::suspend(None);
+            let r = copas_core::hooks::suspend_for(
+                &copas_core::Runtime::current(),
+                copas_core::WaitOn::Other("a free connection slot (max_connections)"),
+                None,
+            );
             inner.accept_waiting_for_slot.set(false);
             if r.is_err() {
                 break;
@@ -606,6 +610,7 @@ fn accept_loop<S: StreamSocket>(inner: &Rc<ServerInner<S>>, config: &Rc<ConnConf
             Err(e) => {
                 // Out of descriptors (or another persistent failure): report once, then
                 // back off instead of spinning, and retry.
+                crate::trace::accept_failed(&inner.name, &e);
                 if !failing {
                     failing = true;
                     (config.on_error)(&inner.name, None, &e);

@@ -62,3 +62,33 @@ pub(crate) fn ready_now(fd: RawFd, interest: Interest) -> io::Result<bool> {
     }
     Ok(n > 0 && p.revents != 0)
 }
+
+/// Words for a descriptor a task waits on, for copas-core's dumps: "read on PEER",
+/// "write on PEER", "accept on LOCAL" for a listener, "read on LOCAL (no peer)" for an
+/// unconnected datagram socket; `None` for a descriptor that is not a socket (the dump
+/// then says "read on fd N"). Only query calls (`getpeername`, `getsockname`,
+/// `getsockopt`) are made.
+pub(crate) fn describe_fd(fd: RawFd, write: bool) -> Option<String> {
+    // SAFETY: the dump calls this on the loop's thread for a task suspended on `fd`, which
+    // stays registered (so open: a copas socket closes only after its registration is
+    // removed, which wakes the waiter; a `Registration`'s owner must keep it open) for the
+    // borrow's duration, which ends with this call. Only query calls are made through it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    let dir = if write { "write" } else { "read" };
+    if let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) {
+        return Some(format!("{dir} on {peer}"));
+    }
+    let local = sock.local_addr().ok()?;
+    let local = match local.as_socket() {
+        Some(a) => a.to_string(),
+        None => match local.as_pathname() {
+            Some(p) => p.display().to_string(),
+            None => "an unnamed local socket".to_owned(),
+        },
+    };
+    if !write && sock.r#type().ok() == Some(socket2::Type::STREAM) {
+        return Some(format!("accept on {local}"));
+    }
+    Some(format!("{dir} on {local} (no peer)"))
+}

@@ -41,7 +41,10 @@
 //! and [`copas_net`] (the readiness loop and sockets), so everything is `copas::...`.
 //!
 //! # Crate features
-//! None yet; the crate has no optional parts.
+//! - `hook` (off by default): `copas::hook`, the [`copas_hook`] crate. After
+//!   `copas::hook::install()`, blocking libc calls made inside tasks — by `std::net`,
+//!   `std::thread::sleep` or any library built on them — suspend the task instead of the
+//!   thread. Linux with glibc only; see `docs/hook.md`.
 //!
 //! # Threads
 //! One runtime per thread, created on first use. Tasks and sockets never leave their
@@ -58,6 +61,11 @@
 
 pub use copas_core::*;
 pub use copas_net::*;
+
+/// Unmodified blocking code (`std::net`, `std::thread::sleep`, third-party sync clients)
+/// yields inside tasks: the [`copas_hook`] crate, with the `hook` feature.
+#[cfg(feature = "hook")]
+pub use copas_hook as hook;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

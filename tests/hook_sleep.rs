@@ -41,9 +41,15 @@ fn std_sleep_in_100_tasks_sleeps_them_all_at_once() {
         })
     };
     copas::run().unwrap();
-    assert!(ticker.join().unwrap() > 0, "the ticker never ran while all 100 slept");
+    assert!(
+        ticker.join().unwrap() > 0,
+        "the ticker never ran while all 100 slept"
+    );
     for s in sleepers {
-        assert!(s.join().unwrap() >= Duration::from_millis(100), "a sleep ended early");
+        assert!(
+            s.join().unwrap() >= Duration::from_millis(100),
+            "a sleep ended early"
+        );
     }
 }
 
@@ -56,7 +62,10 @@ fn libc_sleeps_yield_too() {
         o.borrow_mut().push("usleep start");
         // SAFETY: usleep and nanosleep take no pointers we own beyond `ts`.
         unsafe { libc::usleep(20_000) };
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
         // SAFETY: `ts` is valid; no remainder is asked for.
         let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
         o.borrow_mut().push("sleeps done");
@@ -66,14 +75,20 @@ fn libc_sleeps_yield_too() {
     copas::spawn(move || o.borrow_mut().push("other task ran"));
     copas::run().unwrap();
     assert_eq!(a.join().unwrap(), 0);
-    assert_eq!(*order.borrow(), ["usleep start", "other task ran", "sleeps done"]);
+    assert_eq!(
+        *order.borrow(),
+        ["usleep start", "other task ran", "sleeps done"]
+    );
 }
 
 #[test]
 fn invalid_nanosleep_is_einval() {
     install();
     let h = copas::spawn(|| {
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: 2_000_000_000 };
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000_000,
+        };
         // SAFETY: `ts` is valid.
         let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
         (r, std::io::Error::last_os_error().raw_os_error())
@@ -94,7 +109,10 @@ fn passthrough_really_blocks_the_thread() {
     let o = order.clone();
     copas::spawn(move || o.borrow_mut().push("other task ran"));
     copas::run().unwrap();
-    assert_eq!(*order.borrow(), ["passthrough sleep done", "other task ran"]);
+    assert_eq!(
+        *order.borrow(),
+        ["passthrough sleep done", "other task ran"]
+    );
 }
 
 #[test]

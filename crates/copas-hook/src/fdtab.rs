@@ -128,8 +128,7 @@ impl Slot {
         // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: `st` is a valid, writable `stat`.
-        if unsafe { sys::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
-        {
+        if unsafe { sys::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
             flags |= SOCKET;
             // SAFETY: F_GETFL takes no argument.
             let fl = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
@@ -162,8 +161,9 @@ impl Slot {
         }
     }
 
-    /// Forgets everything about the fd: it is being closed or replaced.
-    pub(crate) fn forget(&self) {
+    /// Forgets everything about the fd: it is being closed or replaced. Returns the
+    /// generation that ended.
+    pub(crate) fn forget(&self) -> u32 {
         let mut cur = self.meta.load(Ordering::Relaxed);
         loop {
             let next = (cur & !FLAGS).wrapping_add(1 << 32);
@@ -171,7 +171,7 @@ impl Slot {
                 .meta
                 .compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => return (cur >> 32) as u32,
                 Err(now) => cur = now,
             }
         }
@@ -199,27 +199,34 @@ impl Slot {
 
     /// Sets or clears a flag if the facts are still those of generation `of`.
     fn set_flag(&self, of: Facts, flag: u64, on: bool) {
-        let _ = self.meta.fetch_update(Ordering::SeqCst, Ordering::Acquire, |m| {
-            (m >> 32 == of.meta >> 32 && m & KNOWN != 0)
-                .then_some(if on { m | flag } else { m & !flag })
-        });
+        let _ = self
+            .meta
+            .fetch_update(Ordering::SeqCst, Ordering::Acquire, |m| {
+                (m >> 32 == of.meta >> 32 && m & KNOWN != 0).then_some(if on {
+                    m | flag
+                } else {
+                    m & !flag
+                })
+            });
     }
 
     /// Records the blocking flag the user asked for. Making a socket blocking that the
     /// hooks learnt as non-blocking drops what they know, to examine it afresh (its type
     /// and timeouts were not looked at).
     pub(crate) fn set_user_nonblocking(&self, on: bool) {
-        let _ = self.meta.fetch_update(Ordering::SeqCst, Ordering::Acquire, |m| {
-            if m & KNOWN == 0 {
-                None
-            } else if on {
-                Some(m | USER_NONBLOCK)
-            } else if m & USER_NONBLOCK != 0 && m & OWN_NONBLOCK == 0 {
-                Some(m & !FLAGS)
-            } else {
-                Some(m & !USER_NONBLOCK)
-            }
-        });
+        let _ = self
+            .meta
+            .fetch_update(Ordering::SeqCst, Ordering::Acquire, |m| {
+                if m & KNOWN == 0 {
+                    None
+                } else if on {
+                    Some(m | USER_NONBLOCK)
+                } else if m & USER_NONBLOCK != 0 && m & OWN_NONBLOCK == 0 {
+                    Some(m & !FLAGS)
+                } else {
+                    Some(m & !USER_NONBLOCK)
+                }
+            });
     }
 
     /// The facts if they are known, without examining the fd.

@@ -594,9 +594,9 @@ pub unsafe extern "C" fn accept4(
 /// closed or replaced.
 fn closing(fd: c_int) -> Option<&'static Slot> {
     let slot = fdtab::existing_slot(fd)?;
-    slot.forget();
+    let ended = slot.forget();
     if slot.has_waiters() {
-        guarded((), || wait::close(fd));
+        guarded((), || wait::close(fd, ended));
     }
     Some(slot)
 }
@@ -628,7 +628,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// As for `dup2(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    let slot = (block::installed() && old != new).then(|| closing(new)).flatten();
+    let slot = (block::installed() && old != new)
+        .then(|| closing(new))
+        .flatten();
     // SAFETY: the caller upholds dup2's contract.
     let r = unsafe { sys::dup2(old, new) };
     if let Some(s) = slot {
@@ -643,7 +645,9 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As for `dup3(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    let slot = (block::installed() && old != new).then(|| closing(new)).flatten();
+    let slot = (block::installed() && old != new)
+        .then(|| closing(new))
+        .flatten();
     // SAFETY: the caller upholds dup3's contract.
     let r = unsafe { sys::dup3(old, new, flags) };
     if let Some(s) = slot {
@@ -809,7 +813,9 @@ fn task_sleep(d: Duration) {
 
 fn valid(ts: &timespec) -> Option<Duration> {
     let secs = u64::try_from(ts.tv_sec).ok()?;
-    let nanos = u32::try_from(ts.tv_nsec).ok().filter(|&n| n < 1_000_000_000)?;
+    let nanos = u32::try_from(ts.tv_nsec)
+        .ok()
+        .filter(|&n| n < 1_000_000_000)?;
     Some(Duration::new(secs, nanos))
 }
 

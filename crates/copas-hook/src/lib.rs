@@ -177,15 +177,17 @@ fn install_imp() -> Result<(), HookError> {
 
 #[cfg(not(copas_hooks))]
 fn install_imp() -> Result<(), HookError> {
-    Err(HookError::Unsupported(if cfg!(target_feature = "crt-static") {
-        "statically linked"
-    } else if cfg!(target_env = "musl") {
-        "musl libc"
-    } else if cfg!(target_os = "linux") {
-        "a Linux target other than glibc on x86-64 or AArch64"
-    } else {
-        "not Linux"
-    }))
+    Err(HookError::Unsupported(
+        if cfg!(target_feature = "crt-static") {
+            "statically linked"
+        } else if cfg!(target_env = "musl") {
+            "musl libc"
+        } else if cfg!(target_os = "linux") {
+            "a Linux target other than glibc on x86-64 or AArch64"
+        } else {
+            "not Linux"
+        },
+    ))
 }
 
 /// Whether [`install`] has turned the hooks on.

@@ -215,7 +215,9 @@ unsafe fn raw_poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> i64 {
         tv_sec: (timeout / 1000).into(),
         tv_nsec: ((timeout % 1000) * 1_000_000).into(),
     });
-    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const timespec);
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const timespec);
     // SAFETY: the caller guarantees `fds`; `tsp` is null or points to `ts`.
     unsafe { libc::syscall(libc::SYS_ppoll, fds, n, tsp, std::ptr::null::<c_void>(), 0) }
 }

@@ -68,6 +68,9 @@ struct Inbox {
 struct Remote {
     ticket: u64,
     fd: c_int,
+    /// The fd's generation when the wait began: a close of a later file that reused the
+    /// number does not concern this wait (which its own thread has woken already).
+    generation: u32,
     thread: ThreadId,
     inbox: Arc<Inbox>,
 }
@@ -117,7 +120,7 @@ pub(crate) fn wait(
         // Announce the wait before checking the generation: `close` bumps the generation
         // before it looks for waiters, so one of the two sees the other.
         slot.add_waiter();
-        let ticket = enter(fd, &local.inbox);
+        let ticket = enter(fd, generation, &local.inbox);
         let result = local.wait(fd, slot, generation, interest, deadline);
         leave(ticket);
         slot.remove_waiter();
@@ -254,13 +257,14 @@ fn reap() {
     });
 }
 
-fn enter(fd: c_int, inbox: &Arc<Inbox>) -> u64 {
+fn enter(fd: c_int, generation: u32, inbox: &Arc<Inbox>) -> u64 {
     let mut reg = lock(&REGISTRY);
     reg.next += 1;
     let ticket = reg.next;
     reg.waits.push(Remote {
         ticket,
         fd,
+        generation,
         thread: thread::current().id(),
         inbox: inbox.clone(),
     });
@@ -277,14 +281,16 @@ fn leave(ticket: u64) {
 }
 
 /// Wakes every task waiting in a hook for `fd`, which the caller is about to close; the
-/// caller has already bumped the fd's generation. Returns once they have all left their
-/// waits (or after [`REMOTE_CLOSE_WAIT`] for waits on threads that do not respond).
-pub(crate) fn close(fd: c_int) {
+/// caller has already bumped the fd's generation from `generation`. Returns once they
+/// have all left their waits (or after [`REMOTE_CLOSE_WAIT`] for waits on threads that do
+/// not respond).
+pub(crate) fn close(fd: c_int, generation: u32) {
     let _ = LOCAL.try_with(|local| local.close(fd));
     let me = thread::current().id();
+    let concerned = |w: &Remote| w.fd == fd && w.generation == generation && w.thread != me;
     let mut reg = lock(&REGISTRY);
     let mut any = false;
-    for w in reg.waits.iter().filter(|w| w.fd == fd && w.thread != me) {
+    for w in reg.waits.iter().filter(|w| concerned(w)) {
         any = true;
         lock(&w.inbox.closed).push(fd);
         if let Some(t) = lock(&w.inbox.reaper).as_ref() {
@@ -295,7 +301,7 @@ pub(crate) fn close(fd: c_int) {
         return;
     }
     let limit = Instant::now() + REMOTE_CLOSE_WAIT;
-    while reg.waits.iter().any(|w| w.fd == fd && w.thread != me) {
+    while reg.waits.iter().any(concerned) {
         let now = Instant::now();
         if now >= limit {
             return;

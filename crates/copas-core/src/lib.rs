@@ -37,8 +37,10 @@
 
 mod context;
 mod driver;
+mod embed;
 mod error;
 mod overflow;
+mod remote_seam;
 mod runtime;
 mod stack;
 pub mod sync;
@@ -46,7 +48,12 @@ mod task;
 mod time;
 
 pub use driver::{Driver, Notify};
+pub use embed::{
+    block_on, resolve, set_max_unblock_threads, unblock, RemoteJoinHandle, RuntimeThread,
+    DEFAULT_MAX_UNBLOCK_THREADS,
+};
 pub use error::{is_cancelled, Cancelled};
+pub use remote_seam::Handle;
 pub use runtime::{
     cancel_all, cooperate, current, exit, is_exiting, is_finished, park, park_timeout, run,
     shutdown, try_current, wait_for_exit, wake_on_exit, with_timeout, yield_now, Runtime, Stats,
@@ -62,6 +69,8 @@ pub mod hooks {
     use std::time::Instant;
 
     use crate::{Runtime, TaskId};
+
+    pub use crate::remote_seam::{keep_alive, KeepAlive};
 
     /// The id of the task running now; `None` outside a task.
     pub fn current_task_id() -> Option<TaskId> {

@@ -106,6 +106,16 @@ impl Remote {
         notify();
     }
 
+    /// Interrupts the loop's wait (for the remote seam).
+    pub(crate) fn notify(&self) {
+        let notify = self
+            .notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        notify();
+    }
+
     fn take(&self) -> Vec<TaskId> {
         // A plain load first: this runs every step, and a read-modify-write would cost a
         // locked instruction each time although remote wake-ups are rare.
@@ -148,6 +158,8 @@ pub(crate) struct Shared {
     driver: RefCell<Rc<dyn Driver>>,
     driver_any: RefCell<Option<Rc<dyn Any>>>,
     pub(crate) remote: Arc<Remote>,
+    /// Remote spawns, remote exit and keep-alive guards (`remote_seam.rs`).
+    pub(crate) seam: crate::remote_seam::SeamLocal,
     stacks: RefCell<StackPool>,
     error_handler: RefCell<Option<ErrorHandler>>,
     next_serial: Cell<u64>,
@@ -400,16 +412,18 @@ impl Shared {
     fn new() -> Shared {
         overflow::init_thread();
         let parker = Rc::new(ThreadParker::new());
+        let remote = Arc::new(Remote {
+            queue: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            notify: Mutex::new(parker.notifier()),
+        });
         Shared {
             tasks: RefCell::new(Slab::new()),
             run_queue: RefCell::new(VecDeque::new()),
             spare_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::default()),
-            remote: Arc::new(Remote {
-                queue: Mutex::new(Vec::new()),
-                pending: AtomicBool::new(false),
-                notify: Mutex::new(parker.notifier()),
-            }),
+            seam: crate::remote_seam::SeamLocal::new(remote.clone()),
+            remote,
             driver: RefCell::new(parker),
             driver_any: RefCell::new(None),
             stacks: RefCell::new(StackPool::new()),
@@ -469,6 +483,7 @@ impl Shared {
             || !self.timers.borrow().is_empty()
             || self.remote.pending.load(Ordering::Acquire)
             || self.driver.borrow().has_waiters()
+            || self.seam.alive()
     }
 
     pub(crate) fn spawn_task<F, T>(
@@ -719,7 +734,7 @@ impl Shared {
         for id in ids {
             self.unpark_local(id);
         }
-        any
+        self.seam.take(self) || any
     }
 
     fn fire_timers(&self) -> bool {
@@ -806,9 +821,44 @@ impl Shared {
         }
     }
 
+    /// Names, through the error handler, the tasks that were spawned but never ran: the
+    /// thread exits without having run its loop since (`copas::spawn` from a thread that
+    /// never calls `run`).
+    fn report_lost(&self) {
+        let thread = std::thread::current();
+        let lost: Vec<TaskPanic> = self
+            .tasks
+            .borrow()
+            .iter()
+            .filter(|(_, s)| !s.cancelled && s.coro.as_ref().is_some_and(|c| !c.started()))
+            .map(|(index, s)| TaskPanic {
+                task: TaskId {
+                    index,
+                    serial: s.serial,
+                },
+                name: s.name.clone(),
+                message: format!(
+                    "it was spawned on thread '{}', which exited without running its loop",
+                    thread.name().unwrap_or("<unnamed>")
+                ),
+                peer: None,
+                lost: true,
+            })
+            .collect();
+        let handler = self.error_handler.borrow().clone();
+        for info in lost {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| match &handler {
+                Some(h) => h(&info),
+                None => eprintln!("copas: {info}"),
+            }));
+        }
+    }
+
     /// Unwinds every task; used when the thread's runtime is dropped.
     fn shutdown(&self) {
         self.shutting_down.set(true);
+        self.seam.close();
+        self.report_lost();
         // Bounded: a task that catches the unwind and spawns new tasks forever would
         // otherwise keep this going.
         for _ in 0..64 {
@@ -874,6 +924,7 @@ fn report_panic(id: TaskId, spec: &TaskSpec, payload: &(dyn Any + Send)) {
             .unwrap_or("<non-string payload>")
             .to_owned(),
         peer: spec.peer,
+        lost: false,
     };
     let handler = spec
         .error_handler

@@ -201,9 +201,17 @@ pub struct TaskPanic {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) message: String,
     pub(crate) peer: Option<SocketAddr>,
+    /// Not a panic: the task was spawned but its thread exited without ever running it.
+    pub(crate) lost: bool,
 }
 
 impl TaskPanic {
+    /// Whether this reports a task that never ran (its thread exited without running the
+    /// loop after spawning it) rather than a panic.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
     /// The task that panicked.
     pub fn task(&self) -> TaskId {
         self.task
@@ -234,7 +242,11 @@ impl fmt::Display for TaskPanic {
         if let Some(peer) = self.peer {
             write!(f, " serving {peer}")?;
         }
-        write!(f, " panicked: {}", self.message)
+        if self.lost {
+            write!(f, " never ran: {}", self.message)
+        } else {
+            write!(f, " panicked: {}", self.message)
+        }
     }
 }
 

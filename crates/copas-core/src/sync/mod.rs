@@ -7,8 +7,10 @@
 //! [`SyncError`] when they time out, when the primitive is closed, or when the waiting
 //! task is cancelled.
 //!
-//! The primitives are `!Send`: share them between tasks with `Rc`.
+//! These primitives are `!Send`: share them between tasks with `Rc`. The exception is
+//! [`channel`], whose ends are `Send` and work between threads and tasks in any mix.
 
+mod channel;
 mod mutex;
 mod queue;
 mod semaphore;
@@ -17,6 +19,9 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
+pub use channel::{
+    channel, Receiver, RecvError, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError,
+};
 pub use mutex::{Mutex, MutexGuard};
 pub use queue::Queue;
 pub use semaphore::{Semaphore, SemaphorePermit};

@@ -17,7 +17,8 @@ fn install() {
 }
 
 /// A plain-thread upstream that answers each line only once `n` requests are in flight at
-/// once (or after `guard`, so a broken test fails instead of hanging). Returns its address
+/// once (or once `guard` has passed since it started, so a broken test fails instead of
+/// hanging). Returns its address
 /// and the largest number of requests it saw in flight together.
 fn gathering_upstream(n: usize, guard: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -25,6 +26,7 @@ fn gathering_upstream(n: usize, guard: Duration) -> (std::net::SocketAddr, Arc<A
     let max = Arc::new(AtomicUsize::new(0));
     let state = Arc::new((Mutex::new(0usize), Condvar::new()));
     let m = max.clone();
+    let until = Instant::now() + guard;
     thread::spawn(move || {
         for conn in listener.incoming().take(n) {
             let mut conn = conn.unwrap();
@@ -42,7 +44,6 @@ fn gathering_upstream(n: usize, guard: Duration) -> (std::net::SocketAddr, Arc<A
                 *in_flight += 1;
                 m.fetch_max(*in_flight, Ordering::SeqCst);
                 cv.notify_all();
-                let until = Instant::now() + guard;
                 while m.load(Ordering::SeqCst) < n && Instant::now() < until {
                     in_flight = cv
                         .wait_timeout(in_flight, until - Instant::now())

@@ -903,9 +903,119 @@ pub unsafe extern "C" fn sleep(secs: c_uint) -> c_uint {
     0
 }
 
+// ---------------------------------------------------------------------------------------
+// Name lookup
+
+/// A lookup's result list, freed unless taken: an abandoned lookup (the task was
+/// cancelled or timed out while a worker ran it) frees its result on the worker.
+struct Lookup {
+    code: c_int,
+    errno: c_int,
+    list: *mut libc::addrinfo,
+}
+
+// SAFETY: the list is glibc-allocated memory owned by this value alone until taken;
+// `freeaddrinfo` may run on any thread.
+unsafe impl Send for Lookup {}
+
+impl Drop for Lookup {
+    fn drop(&mut self) {
+        if !self.list.is_null() {
+            // SAFETY: `list` came from a successful getaddrinfo and was not taken.
+            unsafe { libc::freeaddrinfo(self.list) };
+        }
+    }
+}
+
+/// Hooked `getaddrinfo(3)`: inside a task the real lookup (which may wait for DNS) runs
+/// on copas's `unblock` worker pool while the task is suspended.
+///
+/// # Safety
+/// As for `getaddrinfo(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const libc::c_char,
+    service: *const libc::c_char,
+    hints: *const libc::addrinfo,
+    res: *mut *mut libc::addrinfo,
+) -> c_int {
+    let Some(real) = sys::getaddrinfo_fn() else {
+        set_errno(libc::ENOSYS);
+        return libc::EAI_SYSTEM;
+    };
+    if !block::installed() || !block::in_task() || res.is_null() {
+        // SAFETY: the caller upholds getaddrinfo's contract.
+        return unsafe { real(node, service, hints, res) };
+    }
+    // The worker must not borrow the caller's memory: an abandoned lookup outlives it.
+    let own = |p: *const libc::c_char| {
+        // SAFETY: non-null strings are NUL-terminated by getaddrinfo's contract.
+        (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_owned())
+    };
+    let (node, service) = (own(node), own(service));
+    // Only these four fields of `hints` are read by getaddrinfo; the rest must be zero.
+    // SAFETY: a non-null `hints` is valid by getaddrinfo's contract.
+    let hints = (!hints.is_null()).then(|| unsafe {
+        let h = &*hints;
+        (h.ai_flags, h.ai_family, h.ai_socktype, h.ai_protocol)
+    });
+    let lookup = move || {
+        let h = hints.map(|(flags, family, socktype, protocol)| {
+            // SAFETY: zeroed is a valid addrinfo (null pointers, zero lengths).
+            let mut a: libc::addrinfo = unsafe { std::mem::zeroed() };
+            a.ai_flags = flags;
+            a.ai_family = family;
+            a.ai_socktype = socktype;
+            a.ai_protocol = protocol;
+            a
+        });
+        let mut list = ptr::null_mut();
+        // SAFETY: the strings and hints are owned by this closure; `list` is writable.
+        let code = unsafe {
+            real(
+                node.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+                service.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+                h.as_ref()
+                    .map_or(ptr::null(), |h| h as *const libc::addrinfo),
+                &mut list,
+            )
+        };
+        Lookup {
+            code,
+            errno: errno(),
+            list: if code == 0 { list } else { ptr::null_mut() },
+        }
+    };
+    let done = guarded(
+        Err(std::io::Error::from_raw_os_error(libc::ECANCELED)),
+        || copas_core::unblock(lookup),
+    );
+    match done {
+        Ok(mut l) => {
+            if l.code == libc::EAI_SYSTEM {
+                set_errno(l.errno);
+            }
+            // SAFETY: `res` is writable by getaddrinfo's contract (checked non-null); the
+            // list now belongs to the caller, who frees it with freeaddrinfo.
+            unsafe { *res = std::mem::replace(&mut l.list, ptr::null_mut()) };
+            l.code
+        }
+        Err(e) => {
+            set_errno(if copas_core::is_cancelled(&e) {
+                libc::ECANCELED
+            } else if e.kind() == std::io::ErrorKind::TimedOut {
+                libc::ETIMEDOUT
+            } else {
+                e.raw_os_error().unwrap_or(libc::EIO)
+            });
+            libc::EAI_SYSTEM
+        }
+    }
+}
+
 /// The hooks by name, for [`crate::install`]'s check that they are the definitions the
 /// program uses; referencing them also keeps the linker from dropping any.
-pub(crate) fn table() -> [(&'static std::ffi::CStr, usize); 25] {
+pub(crate) fn table() -> [(&'static std::ffi::CStr, usize); 26] {
     [
         (c"read", read as *const () as usize),
         (c"write", write as *const () as usize),
@@ -932,5 +1042,6 @@ pub(crate) fn table() -> [(&'static std::ffi::CStr, usize); 25] {
         (c"fcntl64", fcntl64 as *const () as usize),
         (c"ioctl", ioctl as *const () as usize),
         (c"setsockopt", setsockopt as *const () as usize),
+        (c"getaddrinfo", getaddrinfo as *const () as usize),
     ]
 }

@@ -567,13 +567,7 @@ pub unsafe extern "C" fn accept4(
             if !facts.own_nonblocking() {
                 // Marked first: a thread that accepts meanwhile then emulates blocking.
                 slot.set_own_nonblocking(facts);
-                // SAFETY: F_GETFL takes no argument.
-                let fl = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
-                // SAFETY: F_SETFL takes an int.
-                if fl < 0
-                    || unsafe { sys::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong) }
-                        < 0
-                {
+                if !set_nonblocking(fd) {
                     // SAFETY: the caller upholds accept4's contract.
                     return unsafe { sys::accept4(fd, addr, len, flags) };
                 }
@@ -588,6 +582,14 @@ pub unsafe extern "C" fn accept4(
             unsafe { sys::accept4(fd, addr, len, flags) }
         }),
     }
+}
+
+/// Sets `O_NONBLOCK` on `fd`'s file; whether it worked.
+fn set_nonblocking(fd: c_int) -> bool {
+    // SAFETY: F_GETFL takes no argument.
+    let fl = unsafe { sys::fcntl(fd, libc::F_GETFL, 0) };
+    // SAFETY: F_SETFL takes an int.
+    fl >= 0 && unsafe { sys::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as c_ulong) } >= 0
 }
 
 /// Forgets what is known of `fd` and wakes every task waiting on it: it is about to be

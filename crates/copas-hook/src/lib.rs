@@ -20,10 +20,8 @@
 //! use std::io::{BufRead, BufReader, Write};
 //! use std::time::Duration;
 //!
-//! if let Err(e) = copas_hook::install() {
-//!     eprintln!("{e}"); // a static or musl build: hooks unavailable
-//!     return;
-//! }
+//! // Fails with a clear error on a static or musl build, or another OS.
+//! copas_hook::install()?;
 //! // A plain std listener and std clients, all in tasks of one thread.
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
 //! let addr = listener.local_addr().unwrap();
@@ -54,6 +52,7 @@
 //! for (i, c) in clients.into_iter().enumerate() {
 //!     assert_eq!(c.join().unwrap(), format!("hello {i}\n"));
 //! }
+//! # Ok::<(), copas_hook::HookError>(())
 //! ```
 //!
 //! # Scope

@@ -96,10 +96,10 @@ macro_rules! real {
                     unsafe { $fallback as $ret }
                 }
                 addr => {
+                    type F = unsafe extern "C" fn($($ty),*) -> $ret;
                     // SAFETY: by the module invariant `addr` is glibc's function of this
                     // name, whose prototype is this signature.
-                    let f: unsafe extern "C" fn($($ty),*) -> $ret =
-                        unsafe { std::mem::transmute::<usize, _>(addr) };
+                    let f = unsafe { std::mem::transmute::<usize, F>(addr) };
                     // SAFETY: the caller upholds the call's contract.
                     unsafe { f($($arg),*) }
                 }
@@ -161,9 +161,9 @@ pub(crate) unsafe fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
         // SAFETY: the caller upholds the call's contract.
         0 => unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) as c_int },
         addr => {
+            type F = unsafe extern "C" fn(c_int, c_int, ...) -> c_int;
             // SAFETY: by the module invariant `addr` is glibc's variadic `fcntl`.
-            let f: unsafe extern "C" fn(c_int, c_int, ...) -> c_int =
-                unsafe { std::mem::transmute::<usize, _>(addr) };
+            let f = unsafe { std::mem::transmute::<usize, F>(addr) };
             // SAFETY: the caller upholds the call's contract.
             unsafe { f(fd, cmd, arg) }
         }
@@ -180,29 +180,30 @@ pub(crate) unsafe fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int {
         // SAFETY: the caller upholds the call's contract.
         0 => unsafe { libc::syscall(libc::SYS_ioctl, fd, request, arg) as c_int },
         addr => {
+            type F = unsafe extern "C" fn(c_int, c_ulong, ...) -> c_int;
             // SAFETY: by the module invariant `addr` is glibc's variadic `ioctl`.
-            let f: unsafe extern "C" fn(c_int, c_ulong, ...) -> c_int =
-                unsafe { std::mem::transmute::<usize, _>(addr) };
+            let f = unsafe { std::mem::transmute::<usize, F>(addr) };
             // SAFETY: the caller upholds the call's contract.
             unsafe { f(fd, request, arg) }
         }
     }
 }
 
+/// glibc's `getaddrinfo`.
+pub(crate) type GetAddrInfo = unsafe extern "C" fn(
+    *const libc::c_char,
+    *const libc::c_char,
+    *const libc::addrinfo,
+    *mut *mut libc::addrinfo,
+) -> c_int;
+
 /// `getaddrinfo`, or `None` when it cannot be resolved.
-pub(crate) fn getaddrinfo_fn() -> Option<
-    unsafe extern "C" fn(
-        *const libc::c_char,
-        *const libc::c_char,
-        *const libc::addrinfo,
-        *mut *mut libc::addrinfo,
-    ) -> c_int,
-> {
+pub(crate) fn getaddrinfo_fn() -> Option<GetAddrInfo> {
     static SLOT: AtomicUsize = AtomicUsize::new(0);
     match resolve(&SLOT, c"getaddrinfo") {
         0 => None,
         // SAFETY: by the module invariant `addr` is glibc's `getaddrinfo`.
-        addr => Some(unsafe { std::mem::transmute::<usize, _>(addr) }),
+        addr => Some(unsafe { std::mem::transmute::<usize, GetAddrInfo>(addr) }),
     }
 }
 

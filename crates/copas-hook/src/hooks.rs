@@ -599,6 +599,8 @@ fn closing(fd: c_int) -> Option<&'static Slot> {
     let ended = slot.forget();
     if slot.has_waiters() {
         guarded((), || wait::close(fd, ended));
+    } else {
+        guarded((), || wait::forget_local(fd));
     }
     Some(slot)
 }

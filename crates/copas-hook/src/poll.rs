@@ -28,6 +28,7 @@ impl Drop for Epoll {
         if let Some(slot) = fdtab::existing_slot(self.0) {
             slot.forget();
         }
+        wait::forget_local(self.0);
         sys::close_quietly(self.0);
     }
 }

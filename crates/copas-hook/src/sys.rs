@@ -332,3 +332,14 @@ pub(crate) fn clock_now(clock: clockid_t) -> Option<timespec> {
     // SAFETY: `ts` is a valid timespec to fill.
     (unsafe { libc::clock_gettime(clock, &mut ts) } == 0).then_some(ts)
 }
+
+/// The (device, inode) of the file open under `fd`, or the errno.
+pub(crate) fn identity(fd: c_int) -> Result<(u64, u64), c_int> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `stat`.
+    if unsafe { fstat(fd, &mut st) } != 0 {
+        return Err(errno());
+    }
+    Ok((st.st_dev, st.st_ino))
+}

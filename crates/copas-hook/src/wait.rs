@@ -1,9 +1,13 @@
 //! Waiting for a descriptor on the current thread's reactor from inside a hook, and
 //! waking those waits when the descriptor is closed — on this thread or any other.
 //!
-//! A hook registers the fd with [`Registration`] only for the time a task waits on it:
-//! the first waiter on this thread creates it, the last one drops it. Nothing is kept for
-//! an fd nobody waits on, so a closed fd costs nothing and a reused number starts clean.
+//! A hook registers the fd with [`Registration`] the first time a task of this thread
+//! waits on it, and keeps the registration for the next waits while the fd stays the same
+//! file: same generation in the fd table (no `close` through libc since) and same device
+//! and inode (no raw close and reuse either; one `fstat` per wait checks it). `close` on
+//! this thread drops it at once; registrations of fds closed elsewhere are swept when the
+//! thread's map has doubled since the last sweep, so a closed fd's registration never
+//! outlives the next sweep and a reused number always starts clean.
 //!
 //! `close` on the waiting thread closes the registration at once (the waiters wake with
 //! `NotConnected`). `close` on another thread cannot touch a `!Send` registration: it
@@ -14,8 +18,9 @@
 //! [`copas_core::run`] from returning.
 //!
 //! # Invariant
-//! `Local::regs[fd].users` is the number of tasks of this thread inside [`wait`] for
-//! `fd`; the registration is removed when it drops to zero or when `fd` is closed.
+//! `Local::regs[fd].users` is the number of tasks of this thread inside [`wait`] on that
+//! entry's registration; an entry is removed only by `close`, by a sweep (when it has no
+//! users and its generation has ended), or when a wait finds it stale.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -28,7 +33,8 @@ use copas_core::Task;
 use copas_net::{Interest, Registration};
 use libc::c_int;
 
-use crate::fdtab::Slot;
+use crate::fdtab::{self, Slot};
+use crate::sys;
 
 /// Why a wait ended without readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +52,10 @@ pub(crate) enum Failure {
 struct Reg {
     reg: Rc<Registration>,
     users: usize,
+    /// The fd's generation when registered.
+    generation: u32,
+    /// Device and inode of the file registered.
+    identity: (u64, u64),
 }
 
 /// A thread's hook waits.
@@ -53,6 +63,8 @@ struct Local {
     regs: RefCell<HashMap<c_int, Reg>>,
     /// Tasks of this thread inside `wait`.
     waiting: Cell<usize>,
+    /// `regs` is swept for registrations of closed fds when it grows to this size.
+    sweep_at: Cell<usize>,
     inbox: Arc<Inbox>,
 }
 
@@ -92,10 +104,14 @@ static LEFT: Condvar = Condvar::new();
 /// on the fd before it closes it anyway (a loop thread stuck in a blocking call).
 const REMOTE_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// The smallest registration map that is swept.
+const SWEEP_MIN: usize = 64;
+
 thread_local! {
     static LOCAL: Local = Local {
         regs: RefCell::new(HashMap::new()),
         waiting: Cell::new(0),
+        sweep_at: Cell::new(SWEEP_MIN),
         inbox: Arc::new(Inbox::default()),
     };
 }
@@ -144,7 +160,7 @@ impl Local {
         if slot.generation() != generation {
             return Err(Failure::Closed);
         }
-        let reg = self.acquire(fd)?;
+        let reg = self.acquire(fd, generation)?;
         self.started();
         let result = if slot.generation() != generation {
             Err(Failure::Closed)
@@ -158,12 +174,30 @@ impl Local {
         result
     }
 
-    /// This thread's registration of `fd`, made if no task here waits on it yet.
-    fn acquire(&self, fd: c_int) -> Result<Rc<Registration>, Failure> {
-        if let Some(r) = self.regs.borrow_mut().get_mut(&fd) {
-            r.users += 1;
-            return Ok(r.reg.clone());
+    /// This thread's registration of `fd` (generation `generation`), made if there is
+    /// none for this file yet.
+    fn acquire(&self, fd: c_int, generation: u32) -> Result<Rc<Registration>, Failure> {
+        let identity = sys::identity(fd).map_err(Failure::Os)?;
+        let stale = {
+            let mut regs = self.regs.borrow_mut();
+            match regs.get_mut(&fd) {
+                Some(r)
+                    if r.generation == generation
+                        && r.identity == identity
+                        && !r.reg.is_closed() =>
+                {
+                    r.users += 1;
+                    return Ok(r.reg.clone());
+                }
+                Some(_) => regs.remove(&fd),
+                None => None,
+            }
+        };
+        // Another file had the number: wake whoever still waits on it, and forget it.
+        if let Some(old) = stale {
+            old.reg.close();
         }
+        self.sweep();
         // No borrow is held while copas-net registers: it may call hooked functions.
         let reg = Rc::new(Registration::new(fd).map_err(|e| os_failure(&e))?);
         self.regs.borrow_mut().insert(
@@ -171,29 +205,44 @@ impl Local {
             Reg {
                 reg: reg.clone(),
                 users: 1,
+                generation,
+                identity,
             },
         );
         Ok(reg)
     }
 
     fn release(&self, fd: c_int, reg: &Rc<Registration>) {
-        let removed = {
-            let mut regs = self.regs.borrow_mut();
-            match regs.get_mut(&fd) {
-                // `close` may have replaced the entry: only ours is counted here.
-                Some(r) if Rc::ptr_eq(&r.reg, reg) => {
-                    r.users -= 1;
-                    if r.users == 0 {
-                        regs.remove(&fd)
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
+        let mut regs = self.regs.borrow_mut();
+        if let Some(r) = regs.get_mut(&fd) {
+            // `close` may have replaced the entry: only ours is counted here.
+            if Rc::ptr_eq(&r.reg, reg) {
+                r.users -= 1;
             }
-        };
-        // Dropped (deregistered) with the map's borrow released.
-        drop(removed);
+        }
+    }
+
+    /// Drops the registrations of fds closed since they were registered (on another
+    /// thread, or behind libc's back), once the map has doubled since the last sweep.
+    fn sweep(&self) {
+        if self.regs.borrow().len() < self.sweep_at.get() {
+            return;
+        }
+        let mut dead = Vec::new();
+        self.regs.borrow_mut().retain(|&fd, r| {
+            let live = r.users > 0
+                || fdtab::existing_slot(fd).is_some_and(|s| s.generation() == r.generation);
+            if !live {
+                dead.push(r.reg.clone());
+            }
+            live
+        });
+        let len = self.regs.borrow().len();
+        self.sweep_at.set((2 * len).max(SWEEP_MIN));
+        // Deregistered with the map's borrow released.
+        for reg in dead {
+            reg.close();
+        }
     }
 
     /// Closes this thread's registration of `fd`: its waiters wake with `Closed`.
@@ -278,6 +327,11 @@ fn leave(ticket: u64) {
     }
     drop(reg);
     LEFT.notify_all();
+}
+
+/// Drops this thread's registration of `fd`, which is being closed (waking its waiters).
+pub(crate) fn forget_local(fd: c_int) {
+    let _ = LOCAL.try_with(|local| local.close(fd));
 }
 
 /// Wakes every task waiting in a hook for `fd`, which the caller is about to close; the

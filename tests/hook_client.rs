@@ -14,6 +14,18 @@ fn install() {
     copas::hook::install().expect("hooks install on Linux/glibc");
 }
 
+/// Counts a finished client; the last one stops the server.
+struct Done(Rc<Cell<usize>>, copas::Server);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+        if self.0.get() == 100 {
+            self.1.stop();
+        }
+    }
+}
+
 #[test]
 fn ureq_from_100_tasks_keeps_all_requests_in_flight_at_once() {
     install();
@@ -59,6 +71,8 @@ fn ureq_from_100_tasks_keeps_all_requests_in_flight_at_once() {
     for i in 0..N {
         let (done, server) = (done.clone(), server.clone());
         clients.push(copas::spawn(move || -> Result<String, ureq::Error> {
+            // Counted however the call ends, so the server stops even on a failure.
+            let _done = Done(done, server);
             let url = format!("http://127.0.0.1:{port}/{i}");
             // A bound on each call, so a hook that blocked the thread fails the test.
             let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -66,10 +80,6 @@ fn ureq_from_100_tasks_keeps_all_requests_in_flight_at_once() {
                 .build()
                 .into();
             let body = agent.get(&url).call()?.body_mut().read_to_string()?;
-            done.set(done.get() + 1);
-            if done.get() == N {
-                server.stop();
-            }
             Ok(body)
         }));
     }

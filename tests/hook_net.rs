@@ -58,6 +58,15 @@ fn gathering_upstream(n: usize, guard: Duration) -> (std::net::SocketAddr, Arc<A
     (addr, max)
 }
 
+/// Adds one to the counter when dropped.
+struct Count(Rc<Cell<usize>>);
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
 #[test]
 fn two_hundred_std_clients_are_all_in_flight_at_once() {
     install();
@@ -68,11 +77,12 @@ fn two_hundred_std_clients_are_all_in_flight_at_once() {
     for i in 0..200 {
         let done = done.clone();
         clients.push(copas::spawn(move || -> io::Result<String> {
+            // Counted however the client ends, so the ticker stops even on a failure.
+            let _done = Count(done);
             let mut s = TcpStream::connect(upstream)?;
             writeln!(s, "hello {i}")?;
             let mut line = String::new();
             BufReader::new(s).read_line(&mut line)?;
-            done.set(done.get() + 1);
             Ok(line)
         }));
     }

@@ -7,10 +7,12 @@
 //!
 //! # Invariant
 //! A slot's facts are valid for the generation stored with them. `close`, `dup2` and
-//! `dup3` bump the generation of the fd number they replace, before and after the real
-//! call, so facts learnt about an earlier file never describe a later one that got the
-//! same number: [`Slot::learn`] only stores facts if the generation it started from is
-//! still current (compare-and-swap).
+//! `dup3` end the fd number's generation before the real call ([`Slot::close_begin`]) and
+//! keep facts from being stored until it has returned ([`Slot::close_end`]), so facts
+//! learnt about an earlier file never describe a later one that got the same number,
+//! while the later file's users keep the one generation they saw: [`Slot::learn`] only
+//! stores facts if the slot is not closing and its generation is the one it started
+//! from (compare-and-swap).
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -36,6 +38,8 @@ const STREAM: u64 = 1 << 2;
 const USER_NONBLOCK: u64 = 1 << 3;
 /// The hooks set `O_NONBLOCK` on the file themselves (listeners, for `accept`).
 const OWN_NONBLOCK: u64 = 1 << 4;
+/// A close of the number is under way: facts learnt now are not stored.
+const CLOSING: u64 = 1 << 5;
 const FLAGS: u64 = 0xffff_ffff;
 
 /// One fd's facts.
@@ -122,6 +126,7 @@ impl Slot {
     }
 
     fn learn(&self, fd: c_int, old: u64) -> Facts {
+        let closing = old & CLOSING != 0;
         let generation = old & !FLAGS;
         let mut flags = KNOWN;
         let (mut rcv, mut snd) = (0, 0);
@@ -145,6 +150,10 @@ impl Slot {
             }
         }
         let new = generation | flags;
+        if closing {
+            // The fd is the old file or already a new one: use these facts once.
+            return Facts { meta: new };
+        }
         // Timeouts first: a reader that sees KNOWN sees them.
         self.rcvtimeo.store(rcv, Ordering::Relaxed);
         self.sndtimeo.store(snd, Ordering::Relaxed);
@@ -161,12 +170,13 @@ impl Slot {
         }
     }
 
-    /// Forgets everything about the fd: it is being closed or replaced. Returns the
-    /// generation that ended.
-    pub(crate) fn forget(&self) -> u32 {
+    /// Ends the fd's generation before it is closed or replaced; until
+    /// [`close_end`](Self::close_end), nothing learnt is stored. Returns the generation
+    /// that ended.
+    pub(crate) fn close_begin(&self) -> u32 {
         let mut cur = self.meta.load(Ordering::Relaxed);
         loop {
-            let next = (cur & !FLAGS).wrapping_add(1 << 32);
+            let next = (cur & !FLAGS).wrapping_add(1 << 32) | CLOSING;
             match self
                 .meta
                 .compare_exchange_weak(cur, next, Ordering::SeqCst, Ordering::Relaxed)
@@ -175,6 +185,27 @@ impl Slot {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// The real close has returned: the number is free, or already a new file's, whose
+    /// facts may be learnt and stored from now on (in the generation begun by
+    /// [`close_begin`](Self::close_begin)).
+    pub(crate) fn close_end(&self) {
+        let _ = self
+            .meta
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| {
+                (m & CLOSING != 0).then_some(m & !FLAGS)
+            });
+    }
+
+    /// Drops the facts (they proved wrong), keeping the generation: they are examined
+    /// afresh on next use.
+    pub(crate) fn unlearn(&self) {
+        let _ = self
+            .meta
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| {
+                (m & KNOWN != 0).then_some(m & !FLAGS)
+            });
     }
 
     /// Counts a task starting to wait for this fd.
@@ -295,4 +326,73 @@ pub(crate) fn timeval_duration(tv: &libc::timeval) -> Option<Duration> {
     let us = u64::try_from(tv.tv_usec).ok()?;
     let d = Duration::from_secs(secs) + Duration::from_micros(us);
     (!d.is_zero()).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn facts_are_learnt_once_and_forgotten_on_close() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let fd = a.as_raw_fd();
+        let slot = slot(fd).unwrap();
+        let f = slot.facts(fd);
+        assert!(f.is_socket() && f.is_stream() && f.cooperative());
+        assert!(!f.user_nonblocking() && !f.own_nonblocking());
+        assert_eq!(slot.read_timeout(), Some(Duration::from_millis(1500)));
+        assert_eq!(slot.write_timeout(), None);
+        // Known now: a peek sees the same facts without examining the fd.
+        assert_eq!(slot.peek().map(|p| p.generation()), Some(f.generation()));
+        // The user makes it non-blocking, then blocking again: relearnt from the kernel.
+        slot.set_user_nonblocking(true);
+        assert!(slot.peek().unwrap().user_nonblocking());
+        slot.set_user_nonblocking(false);
+        assert!(slot.peek().is_none_or(|p| !p.user_nonblocking()));
+        // Closing ends the generation: nothing learnt before describes what comes next,
+        // and nothing learnt during the close is kept.
+        let g = slot.facts(fd).generation();
+        assert_eq!(slot.close_begin(), g);
+        assert!(slot.peek().is_none());
+        assert!(slot.facts(fd).is_socket());
+        assert!(
+            slot.peek().is_none(),
+            "facts learnt while closing were stored"
+        );
+        slot.close_end();
+        assert_ne!(slot.generation(), g);
+        assert_eq!(slot.facts(fd).generation(), slot.generation());
+        assert!(slot.peek().is_some());
+        // Closed as the close hook does (hooks are not installed in unit tests), so a
+        // later fd with this number starts clean.
+        slot.close_begin();
+        drop(a);
+        slot.close_end();
+    }
+
+    #[test]
+    fn pipes_and_out_of_range_fds_are_not_cooperative() {
+        let (r, _w) = std::io::pipe().unwrap();
+        let fd = r.as_raw_fd();
+        assert!(!slot(fd).unwrap().facts(fd).cooperative());
+        assert!(slot(-1).is_none());
+        assert!(slot(c_int::try_from(MAX_FD).unwrap()).is_none());
+    }
+
+    #[test]
+    fn zero_timeouts_mean_none() {
+        let tv = |s, u| libc::timeval {
+            tv_sec: s,
+            tv_usec: u,
+        };
+        assert_eq!(timeval_duration(&tv(0, 0)), None);
+        assert_eq!(
+            timeval_duration(&tv(2, 500)),
+            Some(Duration::from_micros(2_000_500))
+        );
+        assert_eq!(timeval_duration(&tv(-1, 0)), None);
+    }
 }

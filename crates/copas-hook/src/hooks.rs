@@ -73,7 +73,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
                 };
                 if r < 0 && errno() == libc::ENOTSOCK {
                     // What the hooks knew of the fd is wrong: it is not a socket.
-                    slot.forget();
+                    slot.unlearn();
                     // SAFETY: as above.
                     return unsafe { sys::read(fd, buf, len) };
                 }
@@ -165,7 +165,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
                 // SAFETY: `msg` points to the caller's iovecs, valid by readv's contract.
                 let r = unsafe { sys::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
                 if r < 0 && errno() == libc::ENOTSOCK {
-                    slot.forget();
+                    slot.unlearn();
                     // SAFETY: the caller upholds readv's contract.
                     return unsafe { sys::readv(fd, iov, n) };
                 }
@@ -254,7 +254,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
                     )
                 };
                 if r < 0 && done == 0 && errno() == libc::ENOTSOCK {
-                    slot.forget();
+                    slot.unlearn();
                     // SAFETY: the caller upholds write's contract.
                     return unsafe { sys::write(fd, buf, len) };
                 }
@@ -353,7 +353,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
                 // SAFETY: `msg` points to iovecs within the caller's buffers.
                 let r = unsafe { sys::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
                 if r < 0 && done == 0 && errno() == libc::ENOTSOCK {
-                    slot.forget();
+                    slot.unlearn();
                     // SAFETY: the caller upholds writev's contract.
                     return unsafe { sys::writev(fd, iov, n) };
                 }
@@ -596,7 +596,7 @@ fn set_nonblocking(fd: c_int) -> bool {
 /// closed or replaced.
 fn closing(fd: c_int) -> Option<&'static Slot> {
     let slot = fdtab::existing_slot(fd)?;
-    let ended = slot.forget();
+    let ended = slot.close_begin();
     if slot.has_waiters() {
         guarded((), || wait::close(fd, ended));
     } else {
@@ -620,8 +620,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     // SAFETY: the caller upholds close's contract.
     let r = unsafe { sys::close(fd) };
     if let Some(s) = slot {
-        // Facts learnt while the close ran described the old file.
-        s.forget();
+        s.close_end();
     }
     r
 }
@@ -638,7 +637,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: the caller upholds dup2's contract.
     let r = unsafe { sys::dup2(old, new) };
     if let Some(s) = slot {
-        s.forget();
+        s.close_end();
     }
     r
 }
@@ -655,7 +654,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: the caller upholds dup3's contract.
     let r = unsafe { sys::dup3(old, new, flags) };
     if let Some(s) = slot {
-        s.forget();
+        s.close_end();
     }
     r
 }
@@ -1048,4 +1047,45 @@ pub(crate) fn table() -> [(&'static std::ffi::CStr, usize); 26] {
         (c"setsockopt", setsockopt as *const () as usize),
         (c"getaddrinfo", getaddrinfo as *const () as usize),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iov(buf: &mut [u8]) -> iovec {
+        iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        }
+    }
+
+    #[test]
+    fn advance_skips_whole_and_partial_buffers() {
+        let (mut a, mut b, mut c) = ([0u8; 3], [0u8; 0], [0u8; 5]);
+        let v = [iov(&mut a), iov(&mut b), iov(&mut c)];
+        assert_eq!(advance(&v, 0).len(), 2, "empty buffers are dropped");
+        let rest = advance(&v, 4);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].iov_len, 4);
+        assert_eq!(rest[0].iov_base, c.as_mut_ptr().wrapping_add(1).cast());
+        assert!(advance(&v, 8).is_empty());
+        assert!(advance(&v, 100).is_empty());
+    }
+
+    #[test]
+    fn sleep_arguments_are_validated_like_the_kernel() {
+        let ts = |s, n| timespec {
+            tv_sec: s,
+            tv_nsec: n,
+        };
+        assert_eq!(valid(&ts(1, 5)), Some(Duration::new(1, 5)));
+        assert_eq!(
+            valid(&ts(0, 999_999_999)),
+            Some(Duration::new(0, 999_999_999))
+        );
+        assert_eq!(valid(&ts(0, 1_000_000_000)), None);
+        assert_eq!(valid(&ts(-1, 0)), None);
+        assert_eq!(valid(&ts(0, -1)), None);
+    }
 }

@@ -25,11 +25,15 @@ struct Epoll(c_int);
 
 impl Drop for Epoll {
     fn drop(&mut self) {
-        if let Some(slot) = fdtab::existing_slot(self.0) {
-            slot.forget();
+        let slot = fdtab::existing_slot(self.0);
+        if let Some(slot) = slot {
+            slot.close_begin();
         }
         wait::forget_local(self.0);
         sys::close_quietly(self.0);
+        if let Some(slot) = slot {
+            slot.close_end();
+        }
     }
 }
 

@@ -383,3 +383,73 @@ fn poll_on_several_fds_waits_on_the_reactor() {
     assert_eq!((n, ra, rb), (1, 0, libc::POLLIN));
     assert_eq!(*order.borrow(), ["poll", "writer", "polled"]);
 }
+
+#[test]
+fn a_blocking_writev_sends_everything_and_readers_see_it_in_order() {
+    install();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    const HALF: usize = 2 << 20;
+    let a: Vec<u8> = (0..HALF).map(|i| (i % 251) as u8).collect();
+    let b: Vec<u8> = (0..HALF).map(|i| (i % 239) as u8).collect();
+    let expected: Vec<u8> = a.iter().chain(&b).copied().collect();
+    let writer = copas::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        // Far more than the socket buffers hold: a blocking writev returns only when all
+        // of it is sent, so the task must wait for the reader several times.
+        s.write_vectored(&[io::IoSlice::new(&a), io::IoSlice::new(&b)])
+            .unwrap()
+    });
+    let reader = copas::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let (mut x, mut y) = (vec![0; 1000], vec![0; 7000]);
+        loop {
+            let n = (&conn)
+                .read_vectored(&mut [io::IoSliceMut::new(&mut x), io::IoSliceMut::new(&mut y)])
+                .unwrap();
+            if n == 0 {
+                break got;
+            }
+            let first = n.min(x.len());
+            got.extend_from_slice(&x[..first]);
+            got.extend_from_slice(&y[..n - first]);
+            if got.len() == 2 * HALF {
+                break got;
+            }
+        }
+    });
+    copas::run().unwrap();
+    assert_eq!(writer.join().unwrap(), 2 * HALF);
+    assert!(
+        reader.join().unwrap() == expected,
+        "bytes lost or out of order"
+    );
+}
+
+#[test]
+fn msg_waitall_fills_the_buffer_across_several_arrivals() {
+    install();
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let reader = copas::spawn(move || {
+        let mut buf = [0u8; 6];
+        // SAFETY: `buf` is valid for its length.
+        let n = unsafe {
+            libc::recv(
+                a.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_WAITALL,
+            )
+        };
+        (n, buf)
+    });
+    copas::spawn(move || {
+        for part in [&b"ab"[..], b"cd", b"ef"] {
+            (&b).write_all(part).unwrap();
+            copas::sleep(Duration::from_millis(5)).unwrap();
+        }
+    });
+    copas::run().unwrap();
+    assert_eq!(reader.join().unwrap(), (6, *b"abcdef"));
+}

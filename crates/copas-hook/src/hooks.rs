@@ -194,10 +194,11 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         // SAFETY: the caller upholds recvmsg's contract.
         Mode::Real => unsafe { sys::recvmsg(fd, msg, flags) },
         Mode::Cooperative(slot, facts) => guarded(-1, || {
-            // SAFETY: `msg` is valid by recvmsg's contract and was checked non-null.
-            let m = unsafe { &mut *msg };
+            // SAFETY: `msg` is valid by recvmsg's contract and was checked non-null. Read
+            // by value: the kernel writes through `msg` below.
+            let (iov_ptr, iov_len) = unsafe { ((*msg).msg_iov, (*msg).msg_iovlen) };
             // SAFETY: the iovecs are valid by recvmsg's contract.
-            let iov = unsafe { iovecs(m.msg_iov, m.msg_iovlen) };
+            let iov = unsafe { iovecs(iov_ptr, iov_len) };
             let len = iov.iter().map(|v| v.iov_len).sum();
             let all = wait_all(flags, facts);
             let mut rest = Vec::new();
@@ -215,7 +216,8 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
                 more.msg_iovlen = rest.len();
                 // SAFETY: `more` points to iovecs within the caller's buffers.
                 let r = unsafe { sys::recvmsg(fd, &mut more, flags | libc::MSG_DONTWAIT) };
-                m.msg_flags |= more.msg_flags;
+                // SAFETY: `msg` is valid and not borrowed anywhere else.
+                unsafe { (*msg).msg_flags |= more.msg_flags };
                 r
             })
         }),

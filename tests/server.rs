@@ -108,6 +108,42 @@ fn stop_makes_run_return_and_closes_the_listener() {
     });
 }
 
+/// `stop` closes the listener at once: a connect made right after it, in the same step
+/// (before the accept task could run again), is refused, and a connection still in the
+/// backlog is reset rather than served.
+#[test]
+fn stop_closes_the_listener_at_once() {
+    guard(|| {
+        let served = Rc::new(Cell::new(0u32));
+        let s = served.clone();
+        let server = copas::add_server("127.0.0.1:0", move |c: TcpStream| {
+            s.set(s.get() + 1);
+            echo_lines(c)
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let srv = server.clone();
+        let h = copas::spawn(move || {
+            copas::yield_now()?; // the accept task now waits for a connection
+            let backlog = StdStream::connect(addr)?; // completed by the kernel, not accepted
+            srv.stop();
+            let after = StdStream::connect(addr).map(drop).map_err(|e| e.kind());
+            io::Result::Ok((after, backlog))
+        });
+        copas::run().unwrap();
+        let (after, mut backlog) = h.join().unwrap().unwrap();
+        assert_eq!(after, Err(io::ErrorKind::ConnectionRefused));
+        backlog.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
+        let _ = backlog.write_all(b"hello\n");
+        let mut buf = [0u8; 8];
+        match backlog.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "a connection was served after stop"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        assert_eq!((served.get(), server.accepted()), (0, 0));
+    });
+}
+
 #[test]
 fn stop_before_the_server_ever_ran() {
     guard(|| {

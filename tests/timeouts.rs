@@ -313,3 +313,71 @@ fn timer_callback_may_block_and_panics_go_to_the_error_handler() {
 fn interval_with_a_zero_period_panics() {
     let _ = Timer::interval(Duration::ZERO, |_| {});
 }
+
+/// std's `Write::write` contract on a stream and on a write half: 32 MiB written with a
+/// write timeout to a peer that does not read returns `Ok(n)` for the part the socket
+/// took (0 < n < len), the next write fails with `TimedOut` having taken nothing, and the
+/// peer then receives exactly those n bytes.
+#[test]
+fn write_of_32_mib_to_a_peer_that_does_not_read_is_a_partial_ok() {
+    for split in [false, true] {
+        guard(move || {
+            const LEN: usize = 32 << 20;
+            let (mut conn, mut peer) = pair();
+            conn.set_write_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            let expect = data.clone();
+            let h = copas::spawn(move || {
+                let mut w: Box<dyn Write> = if split {
+                    Box::new(conn.split().1)
+                } else {
+                    Box::new(conn)
+                };
+                let n = w.write(&data)?;
+                let again = w.write(&data[n..]).map_err(|e| e.kind());
+                drop(w); // nothing is buffered: the socket closes cleanly
+                io::Result::Ok((n, again))
+            });
+            copas::run().unwrap();
+            let (n, again) = h.join().unwrap().unwrap();
+            assert!(n > 0 && n < LEN, "write returned Ok({n}) for {LEN} bytes");
+            assert_eq!(again, Err(io::ErrorKind::TimedOut));
+            let mut got = Vec::new();
+            peer.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
+            peer.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), n, "the peer received {} of {n} bytes", got.len());
+            assert!(got == expect[..n], "the bytes differ");
+        });
+    }
+}
+
+/// `write_all` over `write` may fail part-way: it reports `TimedOut` while some bytes
+/// reached the peer, and `send`'s buffer stays within its limit meanwhile.
+#[test]
+fn write_all_fails_part_way_with_timed_out() {
+    guard(|| {
+        let (mut conn, mut peer) = pair();
+        conn.set_write_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let h = copas::spawn(move || {
+            let e = conn.write_all(&vec![7u8; 32 << 20]).unwrap_err();
+            assert!(conn.pending_output() <= copas::DEFAULT_WRITE_BUFFER);
+            conn.set_write_timeout(None).unwrap();
+            conn.close()?;
+            io::Result::Ok(e.kind())
+        });
+        // The peer drains once the writer gave up.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut got = Vec::new();
+            peer.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
+            peer.read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        copas::run().unwrap();
+        assert_eq!(h.join().unwrap().unwrap(), io::ErrorKind::TimedOut);
+        let got = reader.join().unwrap();
+        assert!(got > 0 && got < 32 << 20, "the peer received {got} bytes");
+    });
+}

@@ -43,6 +43,13 @@ use crate::sys::unix;
 /// copas_core::run().unwrap();
 /// assert_eq!(reader.join().unwrap().unwrap(), "through a pipe");
 /// ```
+///
+/// Like the loop it is registered with, an `Fd` stays on its thread:
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let (r, _w) = std::io::pipe().unwrap();
+/// send(copas_net::Fd::new(r).unwrap());
+/// ```
 pub struct Fd<T: AsFd> {
     reg: Registration,
     io: T,
@@ -85,12 +92,10 @@ impl<T: AsFd> Fd<T> {
 
     /// Deregisters the descriptor and returns the inner I/O object. Nothing is restored:
     /// the descriptor stays in non-blocking mode (clear `O_NONBLOCK` yourself if the next
-    /// user expects blocking I/O). Tasks still waiting on this `Fd` wake with
-    /// `NotConnected`.
+    /// user expects blocking I/O).
     pub fn into_inner(self) -> T {
         let Fd { reg, io, .. } = self;
-        reg.close();
-        drop(reg);
+        drop(reg); // deregisters, before `io` can be closed
         io
     }
 
@@ -99,8 +104,7 @@ impl<T: AsFd> Fd<T> {
     /// [`Registration::wait`].
     ///
     /// # Errors
-    /// `TimedOut`, the cancellation error, or `NotConnected` after `into_inner` on
-    /// another handle's registration.
+    /// `TimedOut` at the deadline, or the cancellation error.
     pub fn readable(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.reg.wait(Interest::Read, deadline)
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::reactor::Interest;
 use crate::shared::each_addr;
-use crate::source::Source;
+use crate::source::{Source, Waiter};
 use crate::tcp::TcpStream;
 
 /// A listening TCP socket for use inside copas tasks. Most servers use
@@ -93,9 +93,10 @@ impl TcpListener {
         self.source.get_ref().accept()
     }
 
-    /// Suspends until a connection may be pending.
-    pub(crate) fn wait_readable(&self) -> io::Result<()> {
-        self.source.wait(Interest::Read, None)
+    /// A handle that waits for a pending connection without borrowing the listener, so
+    /// that the listener may be closed meanwhile (the wait then fails).
+    pub(crate) fn waiter(&self) -> Waiter {
+        self.source.waiter()
     }
 
     /// The address the listener is bound to.

@@ -4,7 +4,7 @@
 //! Every descriptor is registered once, for both directions, under a key made of its slab
 //! index and a generation number. An event whose generation no longer matches its slot
 //! (the descriptor was deregistered and the slot reused) is ignored, so a late event can
-//! never wake the wrong task. [`Inner::slot`] is the one place that checks it.
+//! never wake the wrong task. [`live`] is the one place that checks it.
 //!
 //! Invariants:
 //! - Per direction ([`Interest`] indexes `Slot::dirs`), `waiters` holds the tasks suspended
@@ -47,6 +47,9 @@ pub(crate) trait BackgroundFlush {
     /// Writes as much buffered output as the socket takes without blocking. Returns
     /// whether output is still pending.
     fn flush_background(&self) -> bool;
+
+    /// The reactor key of the socket.
+    fn key(&self) -> usize;
 }
 
 /// One direction of a slot.
@@ -61,6 +64,8 @@ struct DirState {
 
 struct Slot {
     generation: u32,
+    /// The descriptor, for re-arming a oneshot registration.
+    fd: RawFd,
     /// Whether several tasks may wait in one direction at once.
     shared: bool,
     dirs: [DirState; 2],
@@ -77,6 +82,18 @@ struct Inner {
     waiters: usize,
     /// Sockets with output buffered during this step.
     flush_queue: Vec<Rc<dyn BackgroundFlush>>,
+}
+
+impl Slot {
+    /// The directions a oneshot registration must be armed for: those with a waiter, and
+    /// writability while buffered output waits for it.
+    fn interest(&self) -> (bool, bool) {
+        let [r, w] = &self.dirs;
+        (
+            !r.waiters.is_empty(),
+            !w.waiters.is_empty() || self.flusher.is_some(),
+        )
+    }
 }
 
 /// The live slot of `key`; `None` when it was freed (and perhaps reused). The one place
@@ -201,6 +218,7 @@ impl Reactor {
             inner.next_generation = (generation + 1) % GENERATION_LIMIT;
             let index = inner.slots.insert(Slot {
                 generation,
+                fd,
                 shared,
                 dirs: Default::default(),
                 flusher: None,
@@ -304,7 +322,6 @@ impl Reactor {
     pub(crate) fn wait(
         &self,
         key: usize,
-        fd: RawFd,
         dir: Interest,
         deadline: Option<Instant>,
         check: bool,
@@ -313,7 +330,7 @@ impl Reactor {
             return Err(io::ErrorKind::TimedOut.into());
         }
         let me = hooks::waiter_id();
-        let rearm = {
+        let (fd, rearm) = {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;
             let slot = live(&mut inner.slots, key).ok_or_else(closed)?;
@@ -330,10 +347,7 @@ impl Reactor {
                 state.waiters.push(me);
                 inner.waiters += 1;
             }
-            self.backend.needs_rearm().then(|| {
-                let [r, w] = &slot.dirs;
-                (!r.waiters.is_empty(), !w.waiters.is_empty())
-            })
+            (slot.fd, self.backend.needs_rearm().then(|| slot.interest()))
         };
         let _guard = WaitGuard {
             reactor: self,
@@ -373,6 +387,16 @@ impl Reactor {
             _ => {}
         }
         slot.flusher = f;
+        self.rearm(slot, key);
+    }
+
+    /// Renews a oneshot registration's interest (nothing to do for edge-triggered ones).
+    /// A failure leaves the socket without events; its next wait re-arms and reports it.
+    fn rearm(&self, slot: &Slot, key: usize) {
+        if self.backend.needs_rearm() {
+            let (r, w) = slot.interest();
+            let _ = self.backend.rearm(slot.fd, key, r, w);
+        }
     }
 }
 
@@ -434,7 +458,14 @@ impl Driver for Reactor {
     fn before_park(&self) {
         let queue = std::mem::take(&mut self.inner.borrow_mut().flush_queue);
         for f in queue {
-            f.flush_background();
+            if f.flush_background() && self.backend.needs_rearm() {
+                // Still pending: a oneshot registration fired for this writability and
+                // must be armed again for the next.
+                let key = f.key();
+                if let Some(slot) = live(&mut self.inner.borrow_mut().slots, key) {
+                    self.rearm(slot, key);
+                }
+            }
         }
     }
 

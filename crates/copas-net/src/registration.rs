@@ -63,6 +63,13 @@ use crate::sys::unix;
 /// copas_core::run().unwrap();
 /// assert_eq!(reader.join().unwrap().unwrap(), b"ping");
 /// ```
+///
+/// It cannot move to another thread:
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let reg = copas_net::Registration::new(0).unwrap();
+/// send(reg);
+/// ```
 pub struct Registration {
     fd: RawFd,
     key: usize,
@@ -127,8 +134,7 @@ impl Registration {
                 "copas: the descriptor's registration was closed",
             ));
         }
-        self.reactor
-            .wait(self.key, self.fd, interest, deadline, check)
+        self.reactor.wait(self.key, interest, deadline, check)
     }
 
     /// Deregisters the descriptor at once. Every task waiting on it wakes with

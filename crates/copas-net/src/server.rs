@@ -16,6 +16,7 @@ use std::time::Duration;
 use copas_core::{Builder, JoinHandle, Task};
 
 use crate::listener::TcpListener;
+use crate::reactor::Interest;
 use crate::tcp::TcpStream;
 
 /// How many connections the accept task takes before it lets other tasks run.
@@ -212,6 +213,7 @@ impl ServerBuilder {
             max_connections: self.max_connections,
             accept_task: RefCell::new(None),
             accept_waiting_for_slot: Cell::new(false),
+            listener: RefCell::new(Some(listener)),
         });
         let config = Rc::new(ConnConfig {
             read_timeout: self.read_timeout,
@@ -223,7 +225,7 @@ impl ServerBuilder {
         let task_inner = inner.clone();
         let handle = Builder::new()
             .name(format!("{}:accept", self.name))
-            .spawn(move || accept_loop(&listener, &task_inner, &config))?;
+            .spawn(move || accept_loop(&task_inner, &config))?;
         *inner.accept_task.borrow_mut() = Some(handle.task().clone());
         let server = Server {
             inner,
@@ -265,6 +267,18 @@ struct ServerInner {
     max_connections: usize,
     accept_task: RefCell<Option<Task>>,
     accept_waiting_for_slot: Cell<bool>,
+    /// The listening socket until the server stops; `stop` drops it at once, which closes
+    /// it (a connect right after is refused) and fails the accept task's wait.
+    listener: RefCell<Option<TcpListener>>,
+}
+
+impl ServerInner {
+    /// Closes the listener (idempotent).
+    fn close_listener(&self) {
+        if let Ok(mut l) = self.listener.try_borrow_mut() {
+            drop(l.take());
+        }
+    }
 }
 
 /// A running server (returned by [`add_server`]); [`Server::stop`] is Copas `removeserver`.
@@ -287,10 +301,12 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// Stops accepting and closes the listener (Copas `removeserver`). Connections being
-    /// served go on until their handlers end.
+    /// Stops accepting and closes the listener at once (Copas `removeserver`): a connect
+    /// made after `stop` returns is refused, and connections still in the backlog are
+    /// reset. Connections being served go on until their handlers end.
     pub fn stop(&self) {
         self.inner.stopped.set(true);
+        self.inner.close_listener();
         if let Some(h) = self.accept.borrow().as_ref() {
             h.cancel();
         }
@@ -378,7 +394,7 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
     )
 }
 
-fn accept_loop(listener: &TcpListener, inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
+fn accept_loop(inner: &Rc<ServerInner>, config: &Rc<ConnConfig>) {
     let mut batch = 0usize;
     let mut failing = false;
     let mut backoff = Duration::from_millis(10);
@@ -397,7 +413,12 @@ fn accept_loop(listener: &TcpListener, inner: &Rc<ServerInner>, config: &Rc<Conn
             }
             continue;
         }
-        match listener.try_accept() {
+        // The borrow ends before anything below can run user code or suspend.
+        let accepted = match inner.listener.borrow().as_ref() {
+            Some(l) => l.try_accept(),
+            None => break,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 if failing {
                     failing = false;
@@ -416,7 +437,11 @@ fn accept_loop(listener: &TcpListener, inner: &Rc<ServerInner>, config: &Rc<Conn
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 batch = 0;
                 copas_core::wake_on_exit();
-                if listener.wait_readable().is_err() {
+                let Some(waiter) = inner.listener.borrow().as_ref().map(TcpListener::waiter) else {
+                    break;
+                };
+                // Fails at once when `stop` closes the listener meanwhile.
+                if waiter.wait(Interest::Read, None).is_err() {
                     break;
                 }
             }
@@ -448,6 +473,7 @@ fn accept_loop(listener: &TcpListener, inner: &Rc<ServerInner>, config: &Rc<Conn
         }
     }
     inner.stopped.set(true);
+    inner.close_listener();
 }
 
 fn start_connection(

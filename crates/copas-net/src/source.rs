@@ -54,8 +54,16 @@ impl<T: AsFd> Source<T> {
     /// Suspends until the descriptor may be ready for `dir`; see [`Reactor::wait`]. The
     /// caller has just seen `WouldBlock`, so the current readiness is not polled again.
     pub(crate) fn wait(&self, dir: Interest, deadline: Option<Instant>) -> io::Result<()> {
-        self.reactor
-            .wait(self.key, self.io.as_fd().as_raw_fd(), dir, deadline, false)
+        self.reactor.wait(self.key, dir, deadline, false)
+    }
+
+    /// A handle to wait on this source that does not borrow it, for a task that waits
+    /// while another may drop the source (its wait then fails with `NotConnected`).
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter {
+            reactor: self.reactor.clone(),
+            key: self.key,
+        }
     }
 
     /// Runs `op` until it does not return `WouldBlock`, waiting for readiness in `dir` in
@@ -73,6 +81,20 @@ impl<T: AsFd> Source<T> {
                 other => return other,
             }
         }
+    }
+}
+
+/// See [`Source::waiter`]. Waiting checks the key's generation first, so a waiter
+/// outliving its source only ever fails.
+pub(crate) struct Waiter {
+    reactor: Rc<Reactor>,
+    key: usize,
+}
+
+impl Waiter {
+    /// As [`Source::wait`]; `NotConnected` once the source is gone.
+    pub(crate) fn wait(&self, dir: Interest, deadline: Option<Instant>) -> io::Result<()> {
+        self.reactor.wait(self.key, dir, deadline, false)
     }
 }
 

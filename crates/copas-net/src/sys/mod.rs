@@ -1,6 +1,6 @@
 //! The operating-system backend of the reactor: the one place that chooses between
-//! platforms. Linux gets epoll directly ([`epoll`]); every other Unix gets `polling`
-//! ([`poll`]). Both export the same `Backend`, whose contract is:
+//! platforms. Linux gets epoll directly (`epoll`); every other Unix gets `polling`
+//! (`poll`). Both export the same `Backend`, whose contract is:
 //!
 //! - `Backend::new()` makes the poller; `Backend::PRECISE` says whether its events tell
 //!   exactly when a descriptor became ready and when its peer closed, so that a read

@@ -1,0 +1,224 @@
+//! The read side of a stream: [`ReadHalf`] owns the input buffer and implements the
+//! receive patterns, `Read` and `BufRead`.
+//!
+//! Invariant: bytes leave the buffer only through the receive calls and `Read`/`BufRead`;
+//! an error (timeout, EOF mid-line) never discards bytes.
+
+use std::io::{self, BufRead, Read};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use copas_core::cooperate;
+
+use super::write::{shut_down, StreamShared};
+use super::{DIRECT_READ, READ_CHUNK};
+use crate::buffer::{Line, ReadBuffer};
+use crate::reactor::Interest;
+use crate::shared::deadline_after;
+use crate::source::recv_into;
+
+/// The receiving half of a [`TcpStream`](crate::TcpStream) (from [`TcpStream::split`](crate::TcpStream::split)).
+pub struct ReadHalf {
+    pub(super) rbuf: ReadBuffer,
+    pub(super) eof: bool,
+    /// The last read found the kernel's buffer empty (`WouldBlock`, or fewer bytes than
+    /// asked for, which for a stream socket means the same, see epoll(7)): where the
+    /// reactor tracks readiness precisely, the next read waits for it first instead of
+    /// making a system call that would only say `EAGAIN`.
+    pub(super) drained: bool,
+    pub(super) read_timeout: Option<Duration>,
+    pub(super) max_line: usize,
+    pub(super) max_to_end: usize,
+    pub(super) shared: Rc<StreamShared>,
+}
+
+impl ReadHalf {
+    fn read_deadline(&self) -> Option<Instant> {
+        deadline_after(self.read_timeout)
+    }
+
+    /// Reads more input into the buffer; 0 means the peer closed its side.
+    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        self.shared.take_error()?;
+        if self.shared.read_closed.get() {
+            return Err(shut_down("reading"));
+        }
+        if self.eof {
+            return Ok(0);
+        }
+        loop {
+            if std::mem::take(&mut self.drained) && self.shared.source.may_skip_read() {
+                self.wait_readable(deadline)?;
+            }
+            match self.recv_once() {
+                Ok((0, _)) => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Ok((n, asked)) => {
+                    self.drained = n < asked;
+                    cooperate();
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_readable(deadline)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One read: straight into the buffer when it has room, else into the reactor's
+    /// scratch buffer and copied, so the buffer only ever holds what was received. Returns
+    /// the bytes read and the bytes asked for.
+    fn recv_once(&mut self) -> io::Result<(usize, usize)> {
+        let buf = &mut self.rbuf.buf;
+        let spare = buf.capacity() - buf.len();
+        if spare >= DIRECT_READ {
+            let asked = spare.min(READ_CHUNK);
+            return recv_into(self.shared.io(), buf, asked).map(|n| (n, asked));
+        }
+        let io = self.shared.io();
+        self.shared
+            .source
+            .reactor()
+            .with_scratch(READ_CHUNK, |scratch| {
+                let n = (&*io).read(scratch)?;
+                buf.extend_from_slice(&scratch[..n]);
+                Ok((n, scratch.len()))
+            })
+    }
+
+    fn wait_readable(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.rbuf.release_if_empty();
+        self.shared.source.wait(Interest::Read, deadline)?;
+        if self.shared.read_closed.get() {
+            return Err(shut_down("reading"));
+        }
+        Ok(())
+    }
+
+    /// As [`TcpStream::receive_line`](crate::TcpStream::receive_line).
+    ///
+    /// # Errors
+    /// As [`TcpStream::receive_line`](crate::TcpStream::receive_line).
+    pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
+        let deadline = self.read_deadline();
+        loop {
+            match self.rbuf.take_line(self.max_line) {
+                Line::Complete(line) => return Ok(Some(line)),
+                Line::TooLong => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("copas: line longer than {} bytes", self.max_line),
+                    ))
+                }
+                Line::Incomplete => {}
+            }
+            if self.fill(deadline)? == 0 {
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "copas: connection closed in the middle of a line",
+                    ))
+                };
+            }
+        }
+    }
+
+    /// As [`TcpStream::receive_exact`](crate::TcpStream::receive_exact).
+    ///
+    /// # Errors
+    /// As [`TcpStream::receive_exact`](crate::TcpStream::receive_exact).
+    pub fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
+        let deadline = self.read_deadline();
+        loop {
+            if let Some(data) = self.rbuf.take_exact(n) {
+                return Ok(data);
+            }
+            if self.fill(deadline)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "copas: connection closed after {} of {n} bytes",
+                        self.rbuf.len()
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// As [`TcpStream::receive_to_end`](crate::TcpStream::receive_to_end).
+    ///
+    /// # Errors
+    /// As [`TcpStream::receive_to_end`](crate::TcpStream::receive_to_end).
+    pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
+        let deadline = self.read_deadline();
+        while self.fill(deadline)? > 0 {
+            if self.rbuf.len() > self.max_to_end {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "copas: more than {} bytes before end of stream",
+                        self.max_to_end
+                    ),
+                ));
+            }
+        }
+        Ok(self.rbuf.take_all())
+    }
+
+    /// As [`TcpStream::receive_some`](crate::TcpStream::receive_some).
+    ///
+    /// # Errors
+    /// As [`TcpStream::receive_some`](crate::TcpStream::receive_some).
+    pub fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
+        if self.rbuf.is_empty() && max > 0 {
+            let deadline = self.read_deadline();
+            self.fill(deadline)?;
+        }
+        Ok(self.rbuf.take_some(max))
+    }
+
+    /// Bytes received but not yet taken.
+    pub fn buffered(&self) -> &[u8] {
+        self.rbuf.as_slice()
+    }
+
+    /// As [`TcpStream::receive_more`](crate::TcpStream::receive_more).
+    ///
+    /// # Errors
+    /// As [`TcpStream::receive_more`](crate::TcpStream::receive_more).
+    pub fn receive_more(&mut self) -> io::Result<usize> {
+        let deadline = self.read_deadline();
+        self.fill(deadline)
+    }
+}
+
+impl Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ReadHalf {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.rbuf.is_empty() {
+            let deadline = self.read_deadline();
+            self.fill(deadline)?;
+        }
+        Ok(self.rbuf.as_slice())
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.rbuf.consume(amt);
+    }
+}

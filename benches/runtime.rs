@@ -1,8 +1,11 @@
 //! Scheduler micro-benchmarks: spawn + join on a pooled stack, a yield/resume switch,
-//! timers inserted and fired by the loop.
+//! timers inserted and fired by the loop, and corosensei's raw resume + suspend as the
+//! baseline: read `yield_now/two tasks ping-pong (per switch)` and `spawn_join/inside a
+//! task` as ratios to `raw corosensei/resume+suspend` from the same run.
 //!
 //! ```text
 //! cargo bench --bench runtime
+//! cargo bench --bench runtime -- 'raw|ping-pong|inside a task'   # just the ratios
 //! ```
 //!
 //! Everything runs on the bench thread's own runtime, with copas-core's default driver
@@ -149,11 +152,32 @@ fn timers(c: &mut Criterion) {
     g.finish();
 }
 
+/// corosensei's own resume + suspend on a plain coroutine, with no scheduler around it:
+/// the floor for a task switch (the coroutine is unwound when it drops). One iteration is one resume and one suspend (what one
+/// task switch costs copas: the loop resumes a task, the task suspends back).
+fn raw_switch(c: &mut Criterion) {
+    use corosensei::stack::DefaultStack;
+    use corosensei::{Coroutine, CoroutineResult};
+    let mut g = c.benchmark_group("raw corosensei");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("resume+suspend", |b| {
+        let stack = DefaultStack::new(64 * 1024).unwrap();
+        let mut coro = Coroutine::with_stack(stack, |y, mut v: u64| loop {
+            v = y.suspend(black_box(v));
+        });
+        b.iter(|| match coro.resume(black_box(1)) {
+            CoroutineResult::Yield(v) => v,
+            CoroutineResult::Return(()) => unreachable!(),
+        });
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = spawn_join, yield_switch, timers
+    targets = raw_switch, spawn_join, yield_switch, timers
 }
 criterion_main!(benches);

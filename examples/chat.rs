@@ -19,12 +19,22 @@ use std::rc::Rc;
 use copas::sync::Queue;
 use copas::Bytes;
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::Args;
+
+const USAGE: &str = "\
+Usage: chat [--addr HOST:PORT]
+
+A line chat: every line a client sends goes to all the other clients.
+
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:7001)
+  -h, --help        print this help
+";
+
 /// How many lines may wait for a slow client before it is disconnected.
-#[path = "support/mod.rs"]
-mod support;
-
-use support::parse_addr;
-
 const MAX_BACKLOG: usize = 1000;
 
 type Clients = Rc<RefCell<HashMap<SocketAddr, Queue<Bytes>>>>;
@@ -46,8 +56,9 @@ fn broadcast(clients: &Clients, from: SocketAddr, text: &[u8]) {
     }
 }
 
-fn main() -> io::Result<()> {
-    let addr = parse_addr("127.0.0.1:7001");
+fn main() {
+    let args = Args::parse("chat", USAGE, &["--addr"], 0);
+    let addr = args.addr("127.0.0.1:7001");
     let clients: Clients = Rc::default();
     let server = copas::ServerBuilder::new()
         .name("chat")
@@ -76,7 +87,8 @@ fn main() -> io::Result<()> {
             outbox.close();
             let _ = writer_task.join();
             result
-        })?;
+        })
+        .unwrap_or_else(|e| cli::cannot_listen("chat", &addr, &e));
     println!("chat server listening on {}", server.local_addr());
-    copas::run()
+    cli::run("chat");
 }

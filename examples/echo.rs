@@ -11,10 +11,22 @@ use std::io;
 
 use copas::TcpStream;
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
-use support::parse_addr;
+use cli::Args;
+
+const USAGE: &str = "\
+Usage: echo [--addr HOST:PORT] [--threads N]
+
+A line echo server on copas: each line comes back; the line `quit` closes.
+
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:7000)
+  --threads N       serve on N threads, one runtime and SO_REUSEPORT listener each
+                    (default 1)
+  -h, --help        print this help
+";
 
 fn handle(mut conn: TcpStream) -> io::Result<()> {
     while let Some(line) = conn.receive_line()? {
@@ -27,11 +39,9 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
     conn.close()
 }
 
-fn main() -> io::Result<()> {
-    let addr = parse_addr("127.0.0.1:7000");
-    let server = copas::ServerBuilder::new()
-        .name("echo")
-        .serve(addr.as_str(), handle)?;
-    println!("echo server listening on {}", server.local_addr());
-    copas::run()
+fn main() {
+    let args = Args::parse("echo", USAGE, &["--addr", "--threads"], 0);
+    let addr = args.addr("127.0.0.1:7000");
+    let threads = args.threads();
+    cli::serve("echo", &addr, threads, handle);
 }

@@ -11,12 +11,22 @@
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::Args;
+
+const USAGE: &str = "\
+Usage: echo_threads [--addr HOST:PORT]
+
+The echo server with one OS thread per connection, for comparison with `echo`.
+
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:7000)
+  -h, --help        print this help
+";
+
 /// The longest line accepted, as copas's default.
-#[path = "support/mod.rs"]
-mod support;
-
-use support::parse_addr;
-
 const MAX_LINE: u64 = 64 * 1024;
 
 fn handle(stream: TcpStream) -> io::Result<()> {
@@ -49,12 +59,16 @@ fn handle(stream: TcpStream) -> io::Result<()> {
     writer.flush()
 }
 
-fn main() -> io::Result<()> {
-    let addr = parse_addr("127.0.0.1:7000");
-    let listener = TcpListener::bind(addr.as_str())?;
+fn main() {
+    let args = Args::parse("echo_threads", USAGE, &["--addr"], 0);
+    let addr = args.addr("127.0.0.1:7000");
+    let listener = TcpListener::bind(addr.as_str())
+        .unwrap_or_else(|e| cli::cannot_listen("echo_threads", &addr, &e));
     println!(
         "thread-per-connection echo server listening on {}",
-        listener.local_addr()?
+        listener
+            .local_addr()
+            .expect("a bound listener has an address")
     );
     for stream in listener.incoming() {
         match stream {
@@ -71,5 +85,4 @@ fn main() -> io::Result<()> {
             }
         }
     }
-    Ok(())
 }

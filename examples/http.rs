@@ -20,10 +20,25 @@ use std::io::{self, BufRead};
 
 use copas::TcpStream;
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{parse, parse_addr, Parsed, BODY};
+use cli::Args;
+use support::{parse, Parsed, BODY};
+
+const USAGE: &str = "\
+Usage: http [--addr HOST:PORT] [--threads N]
+
+HTTP/1.1 \"Hello, World!\" on copas, one task per connection.
+
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:8080)
+  --threads N       serve on N threads, one runtime and SO_REUSEPORT listener each
+                    (default 1)
+  -h, --help        print this help
+";
 
 fn respond(conn: &mut TcpStream, keep_alive: bool, head_only: bool) -> io::Result<()> {
     // Whole responses, so that the common case is a single `send`.
@@ -93,11 +108,9 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
     }
 }
 
-fn main() -> io::Result<()> {
-    let addr = parse_addr("127.0.0.1:8080");
-    let server = copas::ServerBuilder::new()
-        .name("http")
-        .serve(addr.as_str(), handle)?;
-    println!("http server listening on http://{}/", server.local_addr());
-    copas::run()
+fn main() {
+    let args = Args::parse("http", USAGE, &["--addr", "--threads"], 0);
+    let addr = args.addr("127.0.0.1:8080");
+    let threads = args.threads();
+    cli::serve("http", &addr, threads, handle);
 }

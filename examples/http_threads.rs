@@ -18,10 +18,23 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{parse, parse_addr, respond, respond_error, Parsed};
+use cli::Args;
+use support::{parse, respond, respond_error, Parsed};
+
+const USAGE: &str = "\
+Usage: http_threads [--addr HOST:PORT]
+
+The HTTP server of `http` with one OS thread per connection, for comparison.
+
+Options:
+  --addr HOST:PORT  address to listen on (default 127.0.0.1:8080)
+  -h, --help        print this help
+";
 
 fn handle(mut conn: TcpStream) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::new();
@@ -69,12 +82,16 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
     }
 }
 
-fn main() -> io::Result<()> {
-    let addr = parse_addr("127.0.0.1:8080");
-    let listener = TcpListener::bind(addr.as_str())?;
+fn main() {
+    let args = Args::parse("http_threads", USAGE, &["--addr"], 0);
+    let addr = args.addr("127.0.0.1:8080");
+    let listener = TcpListener::bind(addr.as_str())
+        .unwrap_or_else(|e| cli::cannot_listen("http_threads", &addr, &e));
     println!(
         "thread-per-connection http server listening on http://{}/",
-        listener.local_addr()?
+        listener
+            .local_addr()
+            .expect("a bound listener has an address")
     );
     for stream in listener.incoming() {
         match stream {
@@ -91,5 +108,4 @@ fn main() -> io::Result<()> {
             }
         }
     }
-    Ok(())
 }

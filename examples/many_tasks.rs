@@ -8,6 +8,21 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::Args;
+
+const USAGE: &str = "\
+Usage: many_tasks [N]
+
+Spawns N tasks (default 100000) that sleep on timers, and reports the memory and kernel
+mappings they take; then cancels them all.
+
+Options:
+  -h, --help  print this help
+";
+
 fn status(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -23,11 +38,14 @@ fn maps() -> usize {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count())
 }
 
-fn main() -> std::io::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
+fn main() {
+    let args = Args::parse("many_tasks", USAGE, &[], 1);
+    let n: usize = match args.positional(0) {
+        None => 100_000,
+        Some(v) => v
+            .parse()
+            .unwrap_or_else(|_| args.usage_error(&format!("N must be a number, not '{v}'"))),
+    };
     let rss_before = status("VmRSS:");
     let maps_before = maps();
     let start = Instant::now();
@@ -36,7 +54,12 @@ fn main() -> std::io::Result<()> {
         .map(|_| copas::spawn(move || copas::sleep_until(wake_at)))
         .collect();
     // One step starts every task; each then sleeps on its timer.
-    copas::Runtime::current().step(Some(Duration::ZERO))?;
+    if let Err(e) = copas::Runtime::current().step(Some(Duration::ZERO)) {
+        cli::fail(
+            "many_tasks",
+            &format!("the loop failed: {}", cli::describe(&e)),
+        );
+    }
     let spawned = start.elapsed();
     let stats = copas::Runtime::current().stats();
     let rss = status("VmRSS:");
@@ -52,8 +75,7 @@ fn main() -> std::io::Result<()> {
     for h in &handles {
         h.cancel();
     }
-    copas::run()?;
+    cli::run("many_tasks");
     assert_eq!(copas::Runtime::current().stats().tasks, 0);
     println!("all {n} cancelled and finished");
-    Ok(())
 }

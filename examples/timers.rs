@@ -10,7 +10,22 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-fn main() -> std::io::Result<()> {
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::Args;
+
+const USAGE: &str = "\
+Usage: timers
+
+Shows recurring and one-shot timers, sleeping tasks and a timeout, with no sockets.
+
+Options:
+  -h, --help  print this help
+";
+
+fn main() {
+    Args::parse("timers", USAGE, &[], 0);
     let start = Instant::now();
     let at = move || start.elapsed().as_millis();
 
@@ -56,7 +71,6 @@ fn main() -> std::io::Result<()> {
         );
     });
 
-    copas::run()?;
+    cli::run("timers");
     println!("{:>5} ms  loop finished: no task and no timer left", at());
-    Ok(())
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # HTTP/1.1 keep-alive with wrk: the copas hello-world server (examples/http.rs) against
 # the same server with a thread per connection (examples/http_threads.rs) and on a tokio
-# current_thread runtime (`copas-bench serve-tokio-http`). Each server runs once, on its
+# current_thread runtime (`copas-bench serve-tokio-http`); optionally the hand-written
+# epoll loop (`epoll`) and may_minihttp with one worker (`may`). copas-bench's own HTTP
+# tables (`cargo run --release -p copas-bench -- --sections http,mt2`) cover the same
+# servers with 2-thread rows; this script adds the pipelined variant. Each server runs once, on its
 # own free loopback port; the wrk runs are interleaved (pass after pass, the servers'
 # order rotating), and around every run the script samples the server's CPU time
 # (utime + stime in /proc/PID/stat), wrk's (bash `time`) and the machine's (/proc/stat).
@@ -17,8 +20,8 @@
 #   HTTP_BENCH_THREADS      wrk -t (default 2)
 #   HTTP_BENCH_DEPTH        requests per write in the pipelined variant (default 16)
 #   HTTP_BENCH_VARIANTS     any of "keepalive pipelined" (default both)
-#   HTTP_BENCH_SERVERS      any of "copas threads tokio" (default all; the first is the
-#                           baseline of the ratio columns)
+#   HTTP_BENCH_SERVERS      any of "copas threads tokio epoll may" (default "copas threads
+#                           tokio"; the first is the baseline of the ratio columns)
 #   HTTP_BENCH_NO_BUILD     set to 1 to skip cargo build
 #
 # Exits non-zero if a server fails to start or dies, or wrk fails or reports socket
@@ -58,7 +61,9 @@ server_cmd() {
     copas) echo "target/release/examples/http" ;;
     threads) echo "target/release/examples/http_threads" ;;
     tokio) echo "target/release/copas-bench serve-tokio-http" ;;
-    *) echo "unknown server '$1' (copas, threads, tokio)" >&2; return 1 ;;
+    epoll) echo "target/release/copas-bench serve-epoll-http" ;;
+    may) echo "target/release/copas-bench serve-may-http --workers 1" ;;
+    *) echo "unknown server '$1' (copas, threads, tokio, epoll, may)" >&2; return 1 ;;
     esac
 }
 for s in "${servers[@]}"; do server_cmd "$s" >/dev/null; done

@@ -41,6 +41,10 @@
 //! and [`copas_net`] (the readiness loop and sockets), so everything is `copas::...`.
 //!
 //! # Crate features
+//! - `tls` (off by default): TLS on rustls (ring provider) — `tls::TlsStream` with the
+//!   calls of `TcpStream`, TLS servers (`ServerBuilder::tls`, `tls::add_server`) and
+//!   verifying client configurations (`tls::client_config`, webpki-roots). See
+//!   `docs/tls.md`.
 //! - `hook` (off by default): `copas::hook`, the [`copas_hook`] crate. After
 //!   `copas::hook::install()`, blocking libc calls made inside tasks — by `std::net`,
 //!   `std::thread::sleep` or any library built on them — suspend the task instead of the
@@ -49,8 +53,17 @@
 //! # Threads
 //! One runtime per thread, created on first use. Tasks and sockets never leave their
 //! thread, so they are `!Send` and may use `Rc` and `RefCell` freely. To use several cores,
-//! run one runtime per thread, each with its own listener (`SO_REUSEPORT`) or its own
-//! connections. [`Task::unpark`] is the one handle that works across threads.
+//! [`Threads`] starts one runtime per thread, each with its own listener on one address
+//! (`SO_REUSEPORT`), running the same setup; [`ThreadGroup`] exits, shuts down, queries and
+//! joins them. The pieces that cross threads: [`Handle`] (spawn on, or exit, another
+//! thread's runtime; [`Runtime::spawn_thread`] starts one), [`sync::channel`],
+//! [`unblock`] (blocking work on a worker pool), [`block_on`] (any `Future`) and
+//! [`Task::unpark`]. See `docs/embedding.md` for embedding copas in blocking and threaded
+//! programs.
+//!
+//! # Child processes
+//! [`process`] spawns children whose pipes and exit suspend the task (a pidfd on Linux);
+//! see `docs/processes-and-threads.md`.
 //!
 //! # Panics
 //! A panic in a handler or task is caught at the task's root and reported to the error
@@ -70,3 +83,7 @@ pub use copas_hook as hook;
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+#[doc = include_str!("../docs/embedding.md")]
+#[cfg(doctest)]
+pub struct EmbeddingDoctests;

@@ -567,6 +567,18 @@ fn the_legacy_example_reports_a_bad_address_as_a_sentence() {
         err.starts_with("legacy: cannot listen on not-an-address: "),
         "{err}"
     );
+    let help = std::process::Command::new(legacy_example())
+        .arg("--help")
+        .output()
+        .expect("run the legacy example");
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--threads"));
+    let bad = std::process::Command::new(legacy_example())
+        .arg("--bogus")
+        .output()
+        .expect("run the legacy example");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("legacy: unknown argument --bogus"));
 }
 
 #[test]
@@ -576,7 +588,7 @@ fn tasks_spawned_on_a_thread_that_never_runs_its_loop_are_reported_when_it_exits
         .name("forgetful".into())
         .spawn(move || {
             copas::Runtime::current().set_error_handler(move |p| {
-                let _ = tx.send((p.is_lost(), p.to_string()));
+                let _ = tx.send((matches!(p.problem(), copas::Problem::NeverRan), p.to_string()));
             });
             // Ran: not reported.
             copas::spawn(|| ()).join().unwrap();
@@ -594,4 +606,13 @@ fn tasks_spawned_on_a_thread_that_never_runs_its_loop_are_reported_when_it_exits
         text.contains("'forgotten'") && text.contains("never ran") && text.contains("'forgetful'"),
         "{text}"
     );
+}
+
+#[test]
+fn the_cross_thread_types_are_send() {
+    fn send_sync_clone<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    fn send<T: Send>() {}
+    send_sync_clone::<copas::Handle>();
+    send::<copas::RemoteJoinHandle<String>>();
+    send::<copas::RuntimeThread>();
 }

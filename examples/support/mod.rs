@@ -1,11 +1,14 @@
-//! Code shared by the examples (included with `#[path = "support/mod.rs"] mod support;`):
-//! the `--addr` option, and the HTTP request-head parsing of `http.rs` and
-//! `http_threads.rs`, so the two servers differ only in how they do I/O.
+//! The HTTP request-head parsing and responses shared by `examples/http.rs`,
+//! `examples/http_threads.rs` and copas-bench's tokio server, so that they differ only in
+//! how they do I/O (included with `#[path = "support/mod.rs"] mod support;`). The
+//! examples' command line is in `support/cli.rs`.
 #![allow(dead_code)]
 
 use httparse::Status;
 
-/// `--addr HOST:PORT` from the command line, or the default.
+/// `--addr HOST:PORT` from the command line, or the default. Kept for code written
+/// against it; the examples use `cli::Args` (`support/cli.rs`), which also answers
+/// `--help` and rejects unknown options.
 pub(crate) fn parse_addr(default: &str) -> String {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {

@@ -1,11 +1,13 @@
 //! The comparison: starts each server as a child process on a free loopback port, runs the
-//! load generator against it as another child, samples both in `/proc` at the edges of the
-//! measured window, and reports medians over several passes.
+//! load generator (or `wrk`) against it as another child, samples both in `/proc` at the
+//! edges of the measured window, and reports medians over several passes.
 //!
 //! Invariants: a fresh server process serves each cell, so no cell inherits another's
-//! memory or warm caches; within a pass the servers take turns (their order rotates from
-//! pass to pass), so a slow drift of the machine spreads over all of them; every child is
-//! killed and reaped when its guard drops, also on error.
+//! memory or warm caches; within a pass the servers of a section take turns (their order
+//! rotates from pass to pass), so a slow drift of the machine spreads over all of them;
+//! every child is killed and reaped when its guard drops, also on error; a server that is
+//! absent (an example not written yet, a flag it lacks, a package not installed) is
+//! skipped with a note, and a cell that fails is reported as failed, never as a number.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,6 +31,38 @@ pub(crate) enum ServerKind {
     Tokio,
     /// `copas-bench serve-epoll`.
     Epoll,
+    /// `copas-bench serve-may --workers 1`.
+    May,
+    /// `luajit crates/copas-bench/lua/echo.lua` (Debian's lua-copas and lua-socket).
+    Lua,
+    /// `examples/hooked_echo.rs`: `std::net` code under `copas-hook`.
+    Hooked,
+    /// `examples/echo.rs --threads 2`.
+    CopasT2,
+    /// `copas-bench serve-tokio --workers 2`.
+    TokioMt2,
+    /// `copas-bench serve-may --workers 2`.
+    MayT2,
+    /// `examples/http.rs`.
+    CopasHttp,
+    /// `examples/http_threads.rs`.
+    ThreadsHttp,
+    /// `copas-bench serve-tokio-http`.
+    TokioHttp,
+    /// `copas-bench serve-epoll-http`.
+    EpollHttp,
+    /// `copas-bench serve-may-http --workers 1` (may_minihttp).
+    MayHttp,
+    /// `examples/http.rs --threads 2`.
+    CopasHttpT2,
+    /// `copas-bench serve-tokio-http --workers 2`.
+    TokioHttpMt2,
+    /// `copas-bench serve-may-http --workers 2`.
+    MayHttpT2,
+    /// `examples/tls_echo.rs`.
+    CopasTls,
+    /// `copas-bench serve-tokio-tls`.
+    TokioTls,
 }
 
 impl FromStr for ServerKind {
@@ -39,29 +73,125 @@ impl FromStr for ServerKind {
             "threads" => Ok(ServerKind::Threads),
             "tokio" => Ok(ServerKind::Tokio),
             "epoll" => Ok(ServerKind::Epoll),
-            other => Err(format!("unknown server '{other}'")),
+            "may" => Ok(ServerKind::May),
+            "lua-copas" | "lua" => Ok(ServerKind::Lua),
+            "copas-hook" | "hooked" => Ok(ServerKind::Hooked),
+            other => Err(format!(
+                "unknown echo server '{other}' (copas, threads, tokio, epoll, may, lua-copas, copas-hook)"
+            )),
         }
     }
 }
 
 impl ServerKind {
     pub(crate) fn name(self) -> &'static str {
+        use ServerKind::*;
         match self {
-            ServerKind::Copas => "copas",
-            ServerKind::Threads => "threads",
-            ServerKind::Tokio => "tokio",
-            ServerKind::Epoll => "epoll",
+            Copas | CopasHttp | CopasTls => "copas",
+            Threads | ThreadsHttp => "threads",
+            Tokio | TokioHttp | TokioTls => "tokio",
+            Epoll | EpollHttp => "epoll",
+            May => "may",
+            MayHttp => "may_minihttp",
+            Lua => "lua-copas",
+            Hooked => "copas-hook",
+            CopasT2 | CopasHttpT2 => "copas ×2",
+            TokioMt2 | TokioHttpMt2 => "tokio ×2",
+            MayT2 => "may ×2",
+            MayHttpT2 => "may_minihttp ×2",
+        }
+    }
+
+    /// The echo server of the same family, which `--servers` names.
+    pub(crate) fn family(self) -> ServerKind {
+        use ServerKind::*;
+        match self {
+            Copas | CopasT2 | CopasHttp | CopasHttpT2 | CopasTls => Copas,
+            Threads | ThreadsHttp => Threads,
+            Tokio | TokioMt2 | TokioHttp | TokioHttpMt2 | TokioTls => Tokio,
+            Epoll | EpollHttp => Epoll,
+            May | MayT2 | MayHttp | MayHttpT2 => May,
+            Lua => Lua,
+            Hooked => Hooked,
         }
     }
 
     pub(crate) fn description(self) -> &'static str {
+        use ServerKind::*;
         match self {
-            ServerKind::Copas => "copas echo example, one thread, coroutine per connection",
-            ServerKind::Threads => "std::net, one OS thread per connection",
-            ServerKind::Tokio => "tokio current_thread, one task per connection",
-            ServerKind::Epoll => "hand-written level-triggered epoll loop (lower bound)",
+            Copas => "examples/echo.rs: copas, one thread, a coroutine per connection",
+            Threads => "examples/echo_threads.rs: std::net, one OS thread per connection",
+            Tokio => "tokio current_thread, one task per connection",
+            Epoll => "hand-written level-triggered epoll loop (lower bound)",
+            May => "may, 1 worker, one coroutine per connection",
+            Lua => "Lua Copas (Debian lua-copas) on LuaJIT with LuaSocket, select()-based",
+            Hooked => "examples/hooked_echo.rs: std::net code under copas-hook",
+            CopasT2 => "examples/echo.rs --threads 2: one copas runtime per core",
+            TokioMt2 => "tokio multi-thread, 2 workers",
+            MayT2 => "may, 2 workers",
+            CopasHttp => "examples/http.rs: copas, one thread",
+            ThreadsHttp => "examples/http_threads.rs: one OS thread per connection",
+            TokioHttp => "tokio current_thread, same parser and response as copas",
+            EpollHttp => "hand-written epoll loop, same parser and response (lower bound)",
+            MayHttp => "may_minihttp, 1 worker (its own parser; adds a Date header)",
+            CopasHttpT2 => "examples/http.rs --threads 2",
+            TokioHttpMt2 => "tokio multi-thread, 2 workers",
+            MayHttpT2 => "may_minihttp, 2 workers",
+            CopasTls => "examples/tls_echo.rs: copas with rustls",
+            TokioTls => "tokio current_thread + tokio-rustls",
         }
     }
+}
+
+/// A part of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Echo,
+    Mt2,
+    Churn,
+    Open,
+    Http,
+    Tls,
+    Idle,
+}
+
+impl FromStr for Section {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Section, String> {
+        match s {
+            "echo" => Ok(Section::Echo),
+            "mt2" => Ok(Section::Mt2),
+            "churn" => Ok(Section::Churn),
+            "open" => Ok(Section::Open),
+            "http" => Ok(Section::Http),
+            "tls" => Ok(Section::Tls),
+            "idle" => Ok(Section::Idle),
+            other => Err(format!(
+                "unknown section '{other}' (echo, mt2, churn, open, http, tls, idle)"
+            )),
+        }
+    }
+}
+
+/// One table of the report: what was measured, with which load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Table {
+    /// Closed-loop echo at this many connections, one server thread.
+    Echo(usize),
+    /// Closed-loop echo at this many connections, two server threads.
+    EchoT2(usize),
+    /// A new connection per echo round trip.
+    Churn,
+    /// Open-loop echo at this percentage of the server's own closed-loop peak.
+    Open(f64),
+    /// HTTP keep-alive hello, one server thread.
+    Http,
+    /// HTTP keep-alive hello, two server threads.
+    HttpT2,
+    /// TLS echo round trips on established connections.
+    TlsEcho,
+    /// Full TLS handshakes (plus one round trip) per connection.
+    TlsHandshake,
 }
 
 /// The comparison's settings.
@@ -75,6 +205,13 @@ pub(crate) struct Options {
     pub(crate) passes: usize,
     pub(crate) load_threads: usize,
     pub(crate) servers: Vec<ServerKind>,
+    pub(crate) sections: Vec<Section>,
+    pub(crate) open_connections: usize,
+    pub(crate) open_loads: Vec<f64>,
+    pub(crate) churn_clients: usize,
+    pub(crate) http_connections: usize,
+    pub(crate) tls_connections: usize,
+    pub(crate) handshake_clients: usize,
     pub(crate) pin: bool,
     pub(crate) build: bool,
     pub(crate) quick: bool,
@@ -95,6 +232,8 @@ pub(crate) struct LoadCell {
     /// CPU used during the window by everything but the server and the load generator
     /// (other processes, kernel work charged to no process), in percent of one core.
     pub(crate) other_cpu_pct: f64,
+    /// The server exited during the window (how), e.g. Lua Copas past its select() limit.
+    pub(crate) server_died: Option<String>,
 }
 
 impl LoadCell {
@@ -109,20 +248,12 @@ impl LoadCell {
 
     /// Server CPU use in percent of one core.
     pub(crate) fn server_cpu_pct(&self) -> f64 {
-        self.server_cpu_pct_of(Duration::from_secs_f64(self.load.seconds.max(1e-9)))
+        self.server_cpu.as_secs_f64() * 100.0 / self.load.seconds.max(1e-9)
     }
 
     /// Load generator CPU use in percent of one core.
     pub(crate) fn load_cpu_pct(&self) -> f64 {
-        self.load_cpu_pct_of(Duration::from_secs_f64(self.load.seconds.max(1e-9)))
-    }
-
-    fn server_cpu_pct_of(&self, window: Duration) -> f64 {
-        self.server_cpu.as_secs_f64() * 100.0 / window.as_secs_f64().max(1e-9)
-    }
-
-    fn load_cpu_pct_of(&self, window: Duration) -> f64 {
-        self.load_cpu.as_secs_f64() * 100.0 / window.as_secs_f64().max(1e-9)
+        self.load_cpu.as_secs_f64() * 100.0 / self.load.seconds.max(1e-9)
     }
 }
 
@@ -146,9 +277,18 @@ impl IdleCell {
 /// Everything measured in one run, per pass.
 #[derive(Debug, Default)]
 pub(crate) struct Measurements {
-    /// `(connections, server, cell)` for every pass.
-    pub(crate) load: Vec<(usize, ServerKind, LoadCell)>,
+    /// `(table, server, cell)` for every pass.
+    pub(crate) load: Vec<(Table, ServerKind, LoadCell)>,
     pub(crate) idle: Vec<(ServerKind, IdleCell)>,
+    /// Cells that failed: `(table or None for idle, server, why)`.
+    pub(crate) failed: Vec<(Option<Table>, ServerKind, String)>,
+    /// Servers skipped for the whole run, and why.
+    pub(crate) skipped: Vec<(ServerKind, String)>,
+    /// Which tables ran and with which servers, in order.
+    pub(crate) tables: Vec<(Table, Vec<ServerKind>)>,
+    pub(crate) idle_servers: Vec<ServerKind>,
+    /// How the HTTP rows were loaded.
+    pub(crate) http_client: String,
 }
 
 /// Where the binaries are.
@@ -157,6 +297,8 @@ struct Paths {
     root: PathBuf,
     examples: PathBuf,
     me: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 fn workspace_root() -> PathBuf {
@@ -173,24 +315,159 @@ impl Paths {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .map_or_else(|| root.join("target"), |t| root.join(t));
+        let tls_dir = target.join("copas-bench-tls");
         Ok(Paths {
             examples: target.join("release").join("examples"),
             me: std::env::current_exe()?,
+            cert: tls_dir.join("cert.pem"),
+            key: tls_dir.join("key.pem"),
             root,
         })
     }
 
     fn server_command(&self, kind: ServerKind, addr: SocketAddr, pin: bool) -> Command {
+        use ServerKind::*;
+        let ex = |name: &str| self.examples.join(name);
+        let me = |args: &[&str]| {
+            (
+                self.me.clone(),
+                args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        let tls = vec![
+            "--cert".to_owned(),
+            self.cert.display().to_string(),
+            "--key".to_owned(),
+            self.key.display().to_string(),
+        ];
+        let t2 = vec!["--threads".to_owned(), "2".to_owned()];
         let (program, mut args): (PathBuf, Vec<String>) = match kind {
-            ServerKind::Copas => (self.examples.join("echo"), vec![]),
-            ServerKind::Threads => (self.examples.join("echo_threads"), vec![]),
-            ServerKind::Tokio => (self.me.clone(), vec!["serve-tokio".to_owned()]),
-            ServerKind::Epoll => (self.me.clone(), vec!["serve-epoll".to_owned()]),
+            Copas => (ex("echo"), vec![]),
+            Threads => (ex("echo_threads"), vec![]),
+            Tokio => me(&["serve-tokio"]),
+            Epoll => me(&["serve-epoll"]),
+            May => me(&["serve-may", "--workers", "1"]),
+            Lua => (
+                PathBuf::from("luajit"),
+                vec![self
+                    .root
+                    .join("crates/copas-bench/lua/echo.lua")
+                    .display()
+                    .to_string()],
+            ),
+            Hooked => (ex("hooked_echo"), vec![]),
+            CopasT2 => (ex("echo"), t2),
+            TokioMt2 => me(&["serve-tokio", "--workers", "2"]),
+            MayT2 => me(&["serve-may", "--workers", "2"]),
+            CopasHttp => (ex("http"), vec![]),
+            ThreadsHttp => (ex("http_threads"), vec![]),
+            TokioHttp => me(&["serve-tokio-http"]),
+            EpollHttp => me(&["serve-epoll-http"]),
+            MayHttp => me(&["serve-may-http", "--workers", "1"]),
+            CopasHttpT2 => (ex("http"), t2),
+            TokioHttpMt2 => me(&["serve-tokio-http", "--workers", "2"]),
+            MayHttpT2 => me(&["serve-may-http", "--workers", "2"]),
+            CopasTls => (ex("tls_echo"), tls),
+            TokioTls => {
+                let (p, mut a) = me(&["serve-tokio-tls"]);
+                a.extend(tls);
+                (p, a)
+            }
         };
         args.push("--addr".to_owned());
         args.push(addr.to_string());
         pinned(program, args, pin.then_some(0))
     }
+
+    /// Whether `kind` can run here, or why not.
+    fn available(&self, kind: ServerKind) -> Result<(), String> {
+        use ServerKind::*;
+        let example = |name: &str| -> Result<(), String> {
+            if self.examples.join(name).is_file() {
+                Ok(())
+            } else if self
+                .root
+                .join("examples")
+                .join(format!("{name}.rs"))
+                .is_file()
+            {
+                Err(format!(
+                    "examples/{name}.rs exists but target/release/examples/{name} was not built"
+                ))
+            } else {
+                Err(format!("examples/{name}.rs does not exist yet"))
+            }
+        };
+        let flag = |name: &str, flag: &str| -> Result<(), String> {
+            example(name)?;
+            let text = help_text(&self.examples.join(name))
+                .map_err(|e| format!("examples/{name}.rs --help: {e}"))?;
+            if text.contains(flag) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "examples/{name}.rs has no {flag} flag yet (not in its --help)"
+                ))
+            }
+        };
+        match kind {
+            Copas | CopasHttp => example(if kind == Copas { "echo" } else { "http" }),
+            Threads => example("echo_threads"),
+            ThreadsHttp => example("http_threads"),
+            Hooked => example("hooked_echo"),
+            CopasTls => example("tls_echo"),
+            CopasT2 => flag("echo", "--threads"),
+            CopasHttpT2 => flag("http", "--threads"),
+            Lua => {
+                let ok = Command::new("luajit")
+                    .args(["-e", "require 'copas'; require 'socket'"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    Ok(())
+                } else {
+                    Err("luajit with lua-copas and lua-socket is not installed \
+                         (apt-get install -y luajit lua-copas lua-socket)"
+                        .to_owned())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What `program --help` prints (stdout and stderr). A program that does not know
+/// `--help` may start serving instead: it is killed after 3 s, and that is an error.
+fn help_text(program: &Path) -> io::Result<String> {
+    let mut child = Guard::spawn({
+        let mut c = Command::new(program);
+        // If it does not know `--help` and starts serving, let it take a free port.
+        c.args(["--help", "--addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while child.child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(
+                "it did not exit within 3 s (no --help: it started serving)",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut text = String::new();
+    if let Some(mut out) = child.child.stdout.take() {
+        io::Read::read_to_string(&mut out, &mut text)?;
+    }
+    if let Some(mut err) = child.child.stderr.take() {
+        io::Read::read_to_string(&mut err, &mut text)?;
+    }
+    Ok(text)
 }
 
 fn pinned(program: PathBuf, args: Vec<String>, cpu: Option<usize>) -> Command {
@@ -223,6 +500,14 @@ impl Guard {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// How the process ended, if it did.
+    fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
 }
 
 impl Drop for Guard {
@@ -248,7 +533,7 @@ fn wait_ready(addr: SocketAddr, server: &mut Guard) -> io::Result<()> {
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             // Let the probe connection's handler end before measuring anything.
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -282,24 +567,57 @@ fn load_command(paths: &Paths, opts: &Options, addr: SocketAddr, extra: &[String
     cmd
 }
 
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// The load generator's arguments for a table.
+fn load_args(opts: &Options, paths: &Paths, table: Table, rate: Option<f64>) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |k: &str, v: String| {
+        a.push(k.to_owned());
+        a.push(v);
+    };
+    push("--warmup", format!("{}", opts.warmup.as_secs_f64()));
+    push("--duration", format!("{}", opts.duration.as_secs_f64()));
+    push("--threads", opts.load_threads.to_string());
+    match table {
+        Table::Echo(c) | Table::EchoT2(c) => push("--connections", c.to_string()),
+        Table::Open(_) => {
+            push("--connections", opts.open_connections.to_string());
+            push("--rate", format!("{:.1}", rate.unwrap_or(1.0)));
+        }
+        Table::Churn => {
+            push("--mode", "churn".to_owned());
+            push("--connections", opts.churn_clients.to_string());
+        }
+        Table::Http | Table::HttpT2 => {
+            push("--mode", "http".to_owned());
+            push("--connections", opts.http_connections.to_string());
+        }
+        Table::TlsEcho | Table::TlsHandshake => {
+            let (mode, n) = if table == Table::TlsEcho {
+                ("tls-echo", opts.tls_connections)
+            } else {
+                ("tls-handshake", opts.handshake_clients)
+            };
+            push("--mode", mode.to_owned());
+            push("--connections", n.to_string());
+            push("--ca", paths.cert.display().to_string());
+        }
+    }
+    a
+}
+
 fn measure_load(
     paths: &Paths,
     opts: &Options,
     kind: ServerKind,
-    connections: usize,
+    table: Table,
+    rate: Option<f64>,
 ) -> io::Result<LoadCell> {
-    let (server, addr) = start_server(paths, kind, opts.pin)?;
-    let extra = vec![
-        "--connections".to_owned(),
-        connections.to_string(),
-        "--warmup".to_owned(),
-        format!("{}", opts.warmup.as_secs_f64()),
-        "--duration".to_owned(),
-        format!("{}", opts.duration.as_secs_f64()),
-        "--threads".to_owned(),
-        opts.load_threads.to_string(),
-    ];
-    let mut cmd = load_command(paths, opts, addr, &extra);
+    let (mut server, addr) = start_server(paths, kind, opts.pin)?;
+    let mut cmd = load_command(paths, opts, addr, &load_args(opts, paths, table, rate));
     cmd.stdin(Stdio::null());
     let mut load = Guard::spawn(cmd)?;
     let stdout = load
@@ -308,6 +626,7 @@ fn measure_load(
         .take()
         .ok_or_else(|| io::Error::other("no stdout"))?;
     let mut start: Option<(ProcSample, ProcSample, (u64, u64))> = None;
+    let mut window = None;
     let mut cell = LoadCell::default();
     let mut result = None;
     for line in BufReader::new(stdout).lines() {
@@ -320,20 +639,14 @@ fn measure_load(
             ));
         } else if line == "end" {
             let (s0, l0, m0) = start.ok_or_else(|| io::Error::other("'end' before 'measure'"))?;
-            let s1 = procfs::sample(server.pid())?;
+            // A server that died in the window has no /proc entry to sample any more.
+            let s1 = procfs::sample(server.pid()).unwrap_or(s0);
             let l1 = procfs::sample(load.pid())?;
             let m1 = procfs::machine_ticks()?;
-            let busy = m1.0.saturating_sub(m0.0) as f64;
-            let total = m1.1.saturating_sub(m0.1).max(1) as f64;
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            cell.other_cpu_pct = busy / total * 100.0 * cores;
             cell.server_cpu = s1.cpu.saturating_sub(s0.cpu);
             cell.load_cpu = l1.cpu.saturating_sub(l0.cpu);
             cell.server_end = s1;
-            cell.other_cpu_pct = (cell.other_cpu_pct
-                - cell.server_cpu_pct_of(opts.duration)
-                - cell.load_cpu_pct_of(opts.duration))
-            .max(0.0);
+            window = Some((m0, m1));
         } else if let Some(r) = LoadResult::parse(&line) {
             result = Some(r);
         }
@@ -341,12 +654,132 @@ fn measure_load(
     let status = load.child.wait()?;
     cell.load = result
         .ok_or_else(|| io::Error::other(format!("the load generator gave no result ({status})")))?;
+    if let Some((m0, m1)) = window {
+        cell.other_cpu_pct = other_cpu(m0, m1, cell.server_cpu + cell.load_cpu);
+    }
+    cell.server_died = server.exited();
     drop(server);
     Ok(cell)
 }
 
+/// Machine CPU busy beyond `ours` between two `/proc/stat` samples, in % of one core.
+fn other_cpu(m0: (u64, u64), m1: (u64, u64), ours: Duration) -> f64 {
+    let busy = m1.0.saturating_sub(m0.0) as f64;
+    let total = m1.1.saturating_sub(m0.1).max(1) as f64;
+    let hz = crate::epoll::clock_ticks_per_second() as f64;
+    let wall = total / cores() / hz;
+    let busy_pct = busy / total * 100.0 * cores();
+    (busy_pct - ours.as_secs_f64() * 100.0 / wall.max(1e-9)).max(0.0)
+}
+
+/// An HTTP cell with `wrk`: a warm-up run, then the measured run with the server's CPU
+/// sampled around it (wrk's own CPU comes from our children's times once it is reaped),
+/// and its memory and threads near the end of the run, while wrk's connections are open.
+fn measure_wrk(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<LoadCell> {
+    let (mut server, addr) = start_server(paths, kind, opts.pin)?;
+    let url = format!("http://{addr}/");
+    let secs = |d: Duration| format!("{}s", d.as_secs_f64().ceil().max(1.0) as u64);
+    let wrk = |d: Duration| -> Command {
+        let args = vec![
+            "-t".to_owned(),
+            opts.load_threads.to_string(),
+            "-c".to_owned(),
+            opts.http_connections.to_string(),
+            "-d".to_owned(),
+            secs(d),
+            "--latency".to_owned(),
+            url.clone(),
+        ];
+        let mut c = pinned(PathBuf::from("wrk"), args, opts.pin.then_some(1));
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        c
+    };
+    if opts.warmup >= Duration::from_millis(500) {
+        wrk(opts.warmup).output()?;
+    }
+    let s0 = procfs::sample(server.pid())?;
+    let c0 = procfs::children_cpu()?;
+    let m0 = procfs::machine_ticks()?;
+    let run = wrk(opts.duration).spawn()?;
+    // Memory and threads while wrk's connections are open (CPU is taken around the run).
+    std::thread::sleep(opts.duration.mul_f64(0.9));
+    let during = procfs::sample(server.pid()).unwrap_or(s0);
+    let out = run.wait_with_output()?;
+    let m1 = procfs::machine_ticks()?;
+    let c1 = procfs::children_cpu()?;
+    let s1 = procfs::sample(server.pid()).unwrap_or(s0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let load = parse_wrk(&text).ok_or_else(|| {
+        io::Error::other(format!(
+            "could not read wrk's output ({}): {text}",
+            out.status
+        ))
+    })?;
+    let mut cell = LoadCell {
+        load,
+        server_cpu: s1.cpu.saturating_sub(s0.cpu),
+        load_cpu: c1.saturating_sub(c0),
+        server_end: ProcSample {
+            cpu: s1.cpu,
+            ..during
+        },
+        ..LoadCell::default()
+    };
+    cell.other_cpu_pct = other_cpu(m0, m1, cell.server_cpu + cell.load_cpu);
+    cell.server_died = server.exited();
+    Ok(cell)
+}
+
+/// `"610.35us"`, `"1.20ms"`, `"2.00s"` in nanoseconds.
+fn wrk_time(v: &str) -> Option<u64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = v.strip_suffix("m") {
+        (n, 60e9)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e9)
+    } else {
+        (v, 1e3)
+    };
+    Some((num.parse::<f64>().ok()? * scale) as u64)
+}
+
+/// Reads wrk 4's report (`--latency`): requests, seconds, p50/p99, errors. wrk gives no
+/// p99.9 (0 here, shown as "–").
+pub(crate) fn parse_wrk(text: &str) -> Option<LoadResult> {
+    let mut r = LoadResult::default();
+    let mut got = false;
+    for line in text.lines() {
+        let t = line.trim();
+        let w: Vec<&str> = t.split_whitespace().collect();
+        if w.len() >= 4 && w[1] == "requests" && w[2] == "in" {
+            r.round_trips = w[0].parse().ok()?;
+            r.seconds = wrk_time(w[3].trim_end_matches(','))? as f64 / 1e9;
+            got = true;
+        } else if w.len() == 2 && w[0] == "50%" {
+            r.p50 = wrk_time(w[1])?;
+        } else if w.len() == 2 && w[0] == "99%" {
+            r.p99 = wrk_time(w[1])?;
+        } else if let Some(rest) = t.strip_prefix("Socket errors:") {
+            r.errors += rest
+                .split(',')
+                .filter_map(|kv| kv.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+            r.first_error = format!("wrk socket errors:{rest}");
+        } else if let Some(rest) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            r.errors += rest.trim().parse::<u64>().unwrap_or(0);
+            r.first_error = "non-2xx/3xx responses".to_owned();
+        }
+    }
+    got.then_some(r)
+}
+
 fn measure_idle(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<IdleCell> {
-    let (server, addr) = start_server(paths, kind, opts.pin)?;
+    let (mut server, addr) = start_server(paths, kind, opts.pin)?;
     let before = procfs::sample(server.pid())?;
     let extra = vec![
         "--connections".to_owned(),
@@ -354,7 +787,7 @@ fn measure_idle(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<I
         "--hold".to_owned(),
     ];
     let mut cmd = load_command(paths, opts, addr, &extra);
-    cmd.stdin(Stdio::piped());
+    cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
     let t0 = Instant::now();
     let mut load = Guard::spawn(cmd)?;
     let stdin: ChildStdin = load
@@ -374,11 +807,20 @@ fn measure_idle(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<I
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e),
             None => {
+                let mut why = String::new();
+                if let Some(mut err) = load.child.stderr.take() {
+                    let _ = io::Read::read_to_string(&mut err, &mut why);
+                }
+                let _ = load.child.wait();
+                let died = server
+                    .exited()
+                    .map(|s| format!("; the server exited ({s})"))
+                    .unwrap_or_default();
                 return Err(io::Error::other(format!(
-                    "{}: the load generator ended before holding {} connections",
-                    kind.name(),
-                    opts.idle
-                )))
+                    "the load generator could not hold {} connections: {}{died}",
+                    opts.idle,
+                    why.trim().trim_start_matches("copas-bench: ")
+                )));
             }
         }
     }
@@ -397,25 +839,39 @@ fn measure_idle(paths: &Paths, opts: &Options, kind: ServerKind) -> io::Result<I
     })
 }
 
-fn build_examples(root: &Path) -> io::Result<()> {
+fn cargo(root: &Path, args: &[&str]) -> io::Result<bool> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the example servers (cargo build --release --example echo --example echo_threads)");
-    let status = Command::new(cargo)
+    eprintln!("cargo {}", args.join(" "));
+    Ok(Command::new(cargo)
         .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--example",
-            "echo",
-            "--example",
-            "echo_threads",
-        ])
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("cargo build failed: {status}")))
+        .args(args)
+        .status()?
+        .success())
+}
+
+fn build_examples(root: &Path) -> io::Result<()> {
+    let mut args = vec!["build", "--release", "-p", "copas"];
+    for ex in ["echo", "echo_threads", "http", "http_threads"] {
+        args.extend(["--example", ex]);
     }
+    if !cargo(root, &args)? {
+        return Err(io::Error::other(
+            "cargo build of the example servers failed",
+        ));
+    }
+    // Examples other helpers add; built when they exist (TLS may need a feature).
+    for ex in ["hooked_echo", "tls_echo"] {
+        if root.join("examples").join(format!("{ex}.rs")).is_file() {
+            let plain = ["build", "--release", "-p", "copas", "--example", ex];
+            if !cargo(root, &plain)? {
+                let featured = [&plain[..], &["--features", "tls"]].concat();
+                if !cargo(root, &featured)? {
+                    eprintln!("examples/{ex}.rs did not build: its rows are skipped");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
@@ -438,6 +894,97 @@ pub(crate) struct RunInfo {
     pub(crate) command: String,
 }
 
+/// The tables of this run and their servers, before availability checks.
+fn plan(opts: &Options) -> Vec<(Table, Vec<ServerKind>)> {
+    use ServerKind::*;
+    let has = |s: Section| opts.sections.contains(&s);
+    let mut t = Vec::new();
+    if has(Section::Echo) {
+        for &c in &opts.connections {
+            t.push((Table::Echo(c), opts.servers.clone()));
+        }
+    }
+    if has(Section::Mt2) {
+        for &c in &opts.connections {
+            if c >= 50 && !(opts.quick && c > 50) {
+                t.push((Table::EchoT2(c), vec![CopasT2, TokioMt2, MayT2, Threads]));
+            }
+        }
+    }
+    if has(Section::Churn) {
+        t.push((Table::Churn, opts.servers.clone()));
+    }
+    if has(Section::Open) {
+        for &p in &opts.open_loads {
+            t.push((Table::Open(p), opts.servers.clone()));
+        }
+    }
+    if has(Section::Http) {
+        t.push((
+            Table::Http,
+            vec![CopasHttp, ThreadsHttp, TokioHttp, EpollHttp, MayHttp],
+        ));
+        if has(Section::Mt2) {
+            t.push((
+                Table::HttpT2,
+                vec![CopasHttpT2, TokioHttpMt2, MayHttpT2, ThreadsHttp],
+            ));
+        }
+    }
+    if has(Section::Tls) {
+        t.push((Table::TlsEcho, vec![CopasTls, TokioTls]));
+        t.push((Table::TlsHandshake, vec![CopasTls, TokioTls]));
+    }
+    // `--servers` names families: `tokio` also selects tokio's HTTP, 2-worker and TLS
+    // servers.
+    for (_, servers) in &mut t {
+        servers.retain(|k| opts.servers.contains(&k.family()));
+    }
+    t.retain(|(_, servers)| !servers.is_empty());
+    t
+}
+
+/// The median closed-loop rate of `kind` at `conns` connections so far, if measured.
+fn peak(m: &Measurements, kind: ServerKind, conns: usize) -> Option<f64> {
+    let mut v: Vec<f64> = m
+        .load
+        .iter()
+        .filter(|(t, k, c)| *t == Table::Echo(conns) && *k == kind && c.load.errors == 0)
+        .map(|(_, _, c)| c.rps())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+fn log_cell(pass: usize, opts: &Options, table: Table, kind: ServerKind, cell: &LoadCell) {
+    eprintln!(
+        "pass {}/{} {:<18} {:>16}: {:>9.0}/s  p50 {:>8.1} µs  p99 {:>8.1} µs  server {:>6.2} µs/op ({:>3.0}% CPU)  load {:>3.0}%  other {:>3.0}%{}{}",
+        pass + 1,
+        opts.passes,
+        report::table_tag(table),
+        kind.name(),
+        cell.rps(),
+        cell.load.p50 as f64 / 1e3,
+        cell.load.p99 as f64 / 1e3,
+        cell.cpu_us_per_rt(),
+        cell.server_cpu_pct(),
+        cell.load_cpu_pct(),
+        cell.other_cpu_pct,
+        if cell.load.errors > 0 {
+            format!("  {} errors ({})", cell.load.errors, cell.load.first_error)
+        } else {
+            String::new()
+        },
+        cell.server_died
+            .as_ref()
+            .map(|s| format!("  SERVER EXITED: {s}"))
+            .unwrap_or_default()
+    );
+}
+
 /// Runs the whole comparison and writes the report.
 pub(crate) fn run(opts: &Options) -> io::Result<()> {
     let t0 = Instant::now();
@@ -450,6 +997,9 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
         "machine: {} cores, {}, Linux {}",
         machine.cores, machine.cpu_model, machine.kernel
     );
+    if opts.pin && machine.cores < 2 {
+        return Err(io::Error::other("--pin needs at least 2 cores"));
+    }
     let background_pct = background_load()?;
     eprintln!(
         "before the run, {background_pct:.0}% of one core was busy with other work{}",
@@ -459,55 +1009,154 @@ pub(crate) fn run(opts: &Options) -> io::Result<()> {
             ""
         }
     );
-    if opts.pin && machine.cores < 2 {
-        return Err(io::Error::other("--pin needs at least 2 cores"));
-    }
     let mut m = Measurements::default();
-    let n = opts.servers.len();
-    for pass in 0..opts.passes {
-        for &conns in &opts.connections {
-            for i in 0..n {
-                let kind = opts.servers[(i + pass) % n];
-                let cell = measure_load(&paths, opts, kind, conns)?;
-                eprintln!(
-                    "pass {}/{} {:>5} conns {:>8}: {:>9.0} rt/s  p50 {:>7.1} µs  p99 {:>7.1} µs  server {:>5.2} µs/rt ({:>3.0}% CPU)  load {:>3.0}% CPU  other {:>3.0}% CPU{}",
-                    pass + 1,
-                    opts.passes,
-                    conns,
-                    kind.name(),
-                    cell.rps(),
-                    cell.load.p50 as f64 / 1e3,
-                    cell.load.p99 as f64 / 1e3,
-                    cell.cpu_us_per_rt(),
-                    cell.server_cpu_pct(),
-                    cell.load_cpu_pct(),
-                    cell.other_cpu_pct,
-                    if cell.load.errors > 0 {
-                        format!("  {} errors", cell.load.errors)
-                    } else {
-                        String::new()
-                    }
-                );
-                m.load.push((conns, kind, cell));
+    if opts.sections.contains(&Section::Tls) {
+        let dir = paths
+            .cert
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        crate::tls::make_cert(&dir)?;
+        eprintln!("TLS: a fresh self-signed certificate in {}", dir.display());
+    }
+    // Which servers can run at all.
+    let mut all: Vec<ServerKind> = Vec::new();
+    for (_, servers) in plan(opts) {
+        for k in servers {
+            if !all.contains(&k) {
+                all.push(k);
             }
         }
-        if opts.idle > 0 {
+    }
+    if opts.sections.contains(&Section::Idle) {
+        for &k in &opts.servers {
+            if !all.contains(&k) {
+                all.push(k);
+            }
+        }
+    }
+    for &k in &all {
+        if let Err(why) = paths.available(k) {
+            eprintln!("skipping {} ({}): {why}", k.name(), k.description());
+            m.skipped.push((k, why));
+        }
+    }
+    let usable = |k: &ServerKind| !m.skipped.iter().any(|(s, _)| s == k);
+    m.tables = plan(opts)
+        .into_iter()
+        .map(|(t, s)| (t, s.into_iter().filter(usable).collect::<Vec<_>>()))
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    if opts.sections.contains(&Section::Idle) && opts.idle > 0 {
+        m.idle_servers = opts.servers.iter().copied().filter(usable).collect();
+    }
+    let wrk = command_line("wrk", &["--version"]).is_some()
+        || Command::new("wrk")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("wrk"));
+    m.http_client = if wrk {
+        format!(
+            "wrk -t{} -c{} --latency",
+            opts.load_threads, opts.http_connections
+        )
+    } else {
+        format!(
+            "copas-bench load --mode http (wrk is not installed), {} connections",
+            opts.http_connections
+        )
+    };
+    let tables = m.tables.clone();
+    for pass in 0..opts.passes {
+        for (table, servers) in &tables {
+            let n = servers.len();
             for i in 0..n {
-                let kind = opts.servers[(i + pass) % n];
-                let cell = measure_idle(&paths, opts, kind)?;
-                eprintln!(
-                    "pass {}/{} idle {} {:>8}: RSS {:.1} -> {:.1} MiB, {:.1} KiB/conn, {} threads, setup {:.2} s",
-                    pass + 1,
-                    opts.passes,
-                    cell.connections,
-                    kind.name(),
-                    cell.before.rss as f64 / 1048576.0,
-                    cell.after.rss as f64 / 1048576.0,
-                    cell.rss_per_conn() / 1024.0,
-                    cell.after.threads,
-                    cell.setup.as_secs_f64()
-                );
-                m.idle.push((kind, cell));
+                let kind = servers[(i + pass) % n];
+                let rate = match table {
+                    Table::Open(pct) => {
+                        let peak = match peak(&m, kind, opts.open_connections) {
+                            Some(p) => Some(p),
+                            None => {
+                                // No closed-loop cell at this connection count: measure one.
+                                let t = Table::Echo(opts.open_connections);
+                                match measure_load(&paths, opts, kind, t, None) {
+                                    Ok(c) => {
+                                        log_cell(pass, opts, t, kind, &c);
+                                        m.load.push((t, kind, c));
+                                        peak(&m, kind, opts.open_connections)
+                                    }
+                                    Err(e) => {
+                                        m.failed.push((Some(t), kind, e.to_string()));
+                                        None
+                                    }
+                                }
+                            }
+                        };
+                        match peak {
+                            Some(p) if p > 0.0 => Some(p * pct / 100.0),
+                            _ => {
+                                m.failed.push((
+                                    Some(*table),
+                                    kind,
+                                    "no error-free closed-loop peak to take a share of".into(),
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let result = match table {
+                    Table::Http | Table::HttpT2 if wrk => measure_wrk(&paths, opts, kind),
+                    _ => measure_load(&paths, opts, kind, *table, rate),
+                };
+                match result {
+                    Ok(cell) => {
+                        log_cell(pass, opts, *table, kind, &cell);
+                        m.load.push((*table, kind, cell));
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "pass {}/{} {} {}: FAILED: {e}",
+                            pass + 1,
+                            opts.passes,
+                            report::table_tag(*table),
+                            kind.name()
+                        );
+                        m.failed.push((Some(*table), kind, e.to_string()));
+                    }
+                }
+            }
+        }
+        let idle_servers = m.idle_servers.clone();
+        let n = idle_servers.len();
+        for i in 0..n {
+            let kind = idle_servers[(i + pass) % n];
+            match measure_idle(&paths, opts, kind) {
+                Ok(cell) => {
+                    eprintln!(
+                        "pass {}/{} idle {} {:>10}: RSS {:.1} -> {:.1} MiB, {:.1} KiB/conn, {} threads, setup {:.2} s",
+                        pass + 1,
+                        opts.passes,
+                        cell.connections,
+                        kind.name(),
+                        cell.before.rss as f64 / 1048576.0,
+                        cell.after.rss as f64 / 1048576.0,
+                        cell.rss_per_conn() / 1024.0,
+                        cell.after.threads,
+                        cell.setup.as_secs_f64()
+                    );
+                    m.idle.push((kind, cell));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "pass {}/{} idle {}: FAILED: {e}",
+                        pass + 1,
+                        opts.passes,
+                        kind.name()
+                    );
+                    m.failed.push((None, kind, e.to_string()));
+                }
             }
         }
     }
@@ -544,8 +1193,7 @@ fn background_load() -> io::Result<f64> {
     let (b0, t0) = procfs::machine_ticks()?;
     std::thread::sleep(Duration::from_secs(1));
     let (b1, t1) = procfs::machine_ticks()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    Ok(b1.saturating_sub(b0) as f64 / t1.saturating_sub(t0).max(1) as f64 * 100.0 * cores)
+    Ok(b1.saturating_sub(b0) as f64 / t1.saturating_sub(t0).max(1) as f64 * 100.0 * cores())
 }
 
 fn revision(root: &Path) -> String {
@@ -557,5 +1205,59 @@ fn revision(root: &Path) -> String {
         Some(r) if dirty => format!("{r} (with uncommitted changes)"),
         Some(r) => r,
         None => "unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let text = "Running 1s test @ http://127.0.0.1:8080/
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   610.35us  200.00us   5.00ms   90.00%
+  Latency Distribution
+     50%  577.00us
+     75%  700.00us
+     90%  800.00us
+     99%    1.20ms
+  123456 requests in 1.00s, 15.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec: 123456.00
+";
+        let r = parse_wrk(text).unwrap();
+        assert_eq!(r.round_trips, 123456);
+        assert!((r.seconds - 1.0).abs() < 1e-9);
+        assert_eq!(r.p50, 577_000);
+        assert_eq!(r.p99, 1_200_000);
+        assert_eq!(r.errors, 3);
+        assert!(parse_wrk("nothing").is_none());
+    }
+
+    #[test]
+    fn help_text_reads_output_and_gives_up_on_servers() {
+        // `echo` prints its arguments and exits: the probe passes `--help` and a free port.
+        let text = help_text(Path::new("/bin/echo")).unwrap();
+        assert!(text.contains("--help --addr 127.0.0.1:0"), "{text}");
+        assert!(help_text(Path::new("/nonexistent/program")).is_err());
+    }
+
+    #[test]
+    fn plan_has_every_section() {
+        let opts = crate::args::Args::parse(&[]).unwrap().options().unwrap();
+        let p = plan(&opts);
+        assert!(p.iter().any(|(t, _)| *t == Table::Churn));
+        assert!(p.iter().any(|(t, _)| *t == Table::Open(90.0)));
+        assert!(p
+            .iter()
+            .any(|(t, s)| *t == Table::HttpT2 && s.contains(&ServerKind::CopasHttpT2)));
+        assert!(p
+            .iter()
+            .any(|(t, s)| *t == Table::TlsHandshake && s.contains(&ServerKind::TokioTls)));
+        assert!(p
+            .iter()
+            .any(|(t, s)| *t == Table::Echo(1000) && s.contains(&ServerKind::Lua)));
     }
 }

@@ -1,6 +1,6 @@
-//! A minimal, safe wrapper over Linux `epoll` and raw `read`/`write`, shared by the
-//! lower-bound echo server and the load generator. This is the only module of copas-bench
-//! with `unsafe`.
+//! A minimal, safe wrapper over Linux `epoll`, `timerfd` and raw `read`/`write`, shared by
+//! the lower-bound servers and the load generator. With `serve_may` (which spawns may
+//! coroutines), this is the only module of copas-bench with `unsafe`.
 //!
 //! Invariant: an [`Epoll`] owns its descriptor (an `OwnedFd`), and every descriptor passed
 //! in is borrowed for the duration of the call only; the kernel drops a closed descriptor
@@ -8,7 +8,8 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// Readable.
 pub(crate) const IN: u32 = libc::EPOLLIN as u32;
@@ -128,4 +129,70 @@ pub(crate) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf takes no pointers and has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// A monotonic `timerfd`: readable once the relative time given to [`TimerFd::set`] has
+/// passed. The open-loop load generator sleeps on it (inside its epoll set) to send at
+/// sub-millisecond scheduled times, which `epoll_wait`'s millisecond timeout cannot.
+#[derive(Debug)]
+pub(crate) struct TimerFd {
+    fd: OwnedFd,
+}
+
+impl TimerFd {
+    /// A new, disarmed, non-blocking timer.
+    pub(crate) fn new() -> io::Result<TimerFd> {
+        // SAFETY: timerfd_create takes no pointers; a non-negative result is a fresh
+        // descriptor that nothing else owns.
+        let fd = cvt(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        })?;
+        // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(TimerFd { fd })
+    }
+
+    /// Arms the timer to fire once after `after` (at least 1 ns later).
+    pub(crate) fn set(&self, after: Duration) -> io::Result<()> {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: `fd` is a valid timerfd; `spec` is a valid itimerspec the kernel only
+        // reads; the old-value pointer may be null.
+        cvt(unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })?;
+        Ok(())
+    }
+
+    /// Consumes a pending expiry, if any.
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 8];
+        // Nothing to do on EAGAIN (not expired) or any other error: the next `set`
+        // re-arms the timer either way.
+        let _ = read(self.fd.as_raw_fd(), &mut buf);
+    }
+}
+
+impl AsFd for TimerFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Sets this thread's timer slack to 1 ns (default 50 µs), so that timed waits of the
+/// open-loop load generator wake on time.
+pub(crate) fn tight_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and no pointers; it only
+    // changes the calling thread's timer slack. A failure leaves the default slack.
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
 }

@@ -53,6 +53,28 @@ pub(crate) fn sample(pid: u32) -> io::Result<ProcSample> {
     })
 }
 
+/// User plus system CPU time of this process's reaped children (`cutime + cstime` of
+/// `/proc/self/stat`): how `wrk`'s CPU is measured once it has exited.
+pub(crate) fn children_cpu() -> io::Result<Duration> {
+    let stat = fs::read_to_string("/proc/self/stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': cutime (16) and cstime (17) are at 13 and 14.
+    let ticks = |i: usize| -> io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
+    };
+    let total = ticks(13)? + ticks(14)?;
+    Ok(Duration::from_nanos(
+        total.saturating_mul(1_000_000_000) / clock_ticks_per_second(),
+    ))
+}
+
 /// Machine-wide CPU time from the first line of `/proc/stat`, in ticks: `(busy, total)`.
 /// Busy counts user, nice, system, irq, softirq and steal; idle and iowait are not busy.
 pub(crate) fn machine_ticks() -> io::Result<(u64, u64)> {

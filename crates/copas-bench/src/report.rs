@@ -1,9 +1,9 @@
-//! The report: medians over passes as a Markdown table, and a bar chart written by hand
+//! The report: medians over passes as Markdown tables, and a bar chart written by hand
 //! as SVG text (no plotting crate).
 
 use std::fmt::Write as _;
 
-use crate::driver::{IdleCell, LoadCell, Measurements, Options, RunInfo, ServerKind};
+use crate::driver::{IdleCell, LoadCell, Measurements, Options, RunInfo, ServerKind, Table};
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -18,39 +18,102 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Medians over the passes of one cell of the load matrix.
+/// A short tag for a table, for the progress log and the chart.
+pub(crate) fn table_tag(t: Table) -> String {
+    match t {
+        Table::Echo(c) => format!("echo {c}c"),
+        Table::EchoT2(c) => format!("echo {c}c 2 threads"),
+        Table::Churn => "churn".to_owned(),
+        Table::Open(p) => format!("open loop {p:.0}%"),
+        Table::Http => "http".to_owned(),
+        Table::HttpT2 => "http 2 threads".to_owned(),
+        Table::TlsEcho => "tls echo".to_owned(),
+        Table::TlsHandshake => "tls handshakes".to_owned(),
+    }
+}
+
+fn title(opts: &Options, m: &Measurements, t: Table) -> String {
+    let conns = |c: usize| format!("{c} connection{}", if c == 1 { "" } else { "s" });
+    match t {
+        Table::Echo(c) => format!("Echo, {}, {} B messages, closed loop", conns(c), opts.size),
+        Table::EchoT2(c) => format!(
+            "Echo on 2 threads, {}, {} B messages, closed loop",
+            conns(c),
+            opts.size
+        ),
+        Table::Churn => format!(
+            "Connection churn: a new connection per {} B echo round trip, {} concurrent clients",
+            opts.size, opts.churn_clients
+        ),
+        Table::Open(p) => format!(
+            "Open loop at {p:.0}% of each server's own peak, {}, {} B echo",
+            conns(opts.open_connections),
+            opts.size
+        ),
+        Table::Http => format!("HTTP/1.1 keep-alive hello world, {}", m.http_client),
+        Table::HttpT2 => format!(
+            "HTTP/1.1 keep-alive hello world on 2 threads, {}",
+            m.http_client
+        ),
+        Table::TlsEcho => format!(
+            "TLS echo round trips, {}, {} B messages, closed loop",
+            conns(opts.tls_connections),
+            opts.size
+        ),
+        Table::TlsHandshake => format!(
+            "TLS full handshakes (connect, handshake, one round trip, close_notify), {} concurrent clients",
+            opts.handshake_clients
+        ),
+    }
+}
+
+fn op(t: Table) -> (&'static str, &'static str) {
+    match t {
+        Table::Echo(_) | Table::EchoT2(_) | Table::Open(_) | Table::TlsEcho => {
+            ("round trips/s", "µs/rt")
+        }
+        Table::Churn => ("connects/s", "µs/connect"),
+        Table::Http | Table::HttpT2 => ("requests/s", "µs/request"),
+        Table::TlsHandshake => ("handshakes/s", "µs/handshake"),
+    }
+}
+
+/// Medians over the passes of one cell.
 #[derive(Debug, Clone, Copy)]
-struct LoadRow {
-    rps: f64,
+pub(crate) struct Row {
+    pub(crate) rps: f64,
     rps_min: f64,
     rps_max: f64,
+    offered: f64,
     other_cpu_pct: f64,
-    p50_us: f64,
-    p99_us: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
     p999_us: f64,
-    cpu_us: f64,
+    pub(crate) cpu_us: f64,
     server_cpu_pct: f64,
     load_cpu_pct: f64,
     rss_mib: f64,
     threads: f64,
     errors: f64,
+    passes: usize,
 }
 
-fn load_row(m: &Measurements, conns: usize, kind: ServerKind) -> Option<LoadRow> {
+pub(crate) fn row(m: &Measurements, t: Table, kind: ServerKind) -> Option<Row> {
     let cells: Vec<&LoadCell> = m
         .load
         .iter()
-        .filter(|(c, k, _)| *c == conns && *k == kind)
+        .filter(|(tt, k, _)| *tt == t && *k == kind)
         .map(|(_, _, cell)| cell)
         .collect();
     if cells.is_empty() {
         return None;
     }
     let med = |f: &dyn Fn(&LoadCell) -> f64| median(cells.iter().map(|c| f(c)).collect());
-    Some(LoadRow {
+    Some(Row {
         rps: med(&LoadCell::rps),
         rps_min: cells.iter().map(|c| c.rps()).fold(f64::INFINITY, f64::min),
         rps_max: cells.iter().map(|c| c.rps()).fold(0.0, f64::max),
+        offered: med(&|c| c.load.offered),
         other_cpu_pct: med(&|c| c.other_cpu_pct),
         p50_us: med(&|c| c.load.p50 as f64 / 1e3),
         p99_us: med(&|c| c.load.p99 as f64 / 1e3),
@@ -61,6 +124,7 @@ fn load_row(m: &Measurements, conns: usize, kind: ServerKind) -> Option<LoadRow>
         rss_mib: med(&|c| c.server_end.rss as f64 / 1048576.0),
         threads: med(&|c| c.server_end.threads as f64),
         errors: cells.iter().map(|c| c.load.errors as f64).sum(),
+        passes: cells.len(),
     })
 }
 
@@ -94,15 +158,6 @@ fn idle_row(m: &Measurements, kind: ServerKind) -> Option<IdleRow> {
     })
 }
 
-/// The server the ratio columns compare against: copas when it was measured.
-fn base(opts: &Options) -> ServerKind {
-    if opts.servers.contains(&ServerKind::Copas) {
-        ServerKind::Copas
-    } else {
-        opts.servers[0]
-    }
-}
-
 fn ratio(x: f64, base: f64) -> String {
     if base > 0.0 && x.is_finite() && base.is_finite() {
         format!("{:.2}×", x / base)
@@ -111,11 +166,32 @@ fn ratio(x: f64, base: f64) -> String {
     }
 }
 
+fn us(x: f64) -> String {
+    if !x.is_finite() || x <= 0.0 {
+        "–".to_owned()
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// Why `kind` has no numbers in `t` (its failures in this run), if it has none.
+fn failures(m: &Measurements, t: Option<Table>, kind: ServerKind) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .failed
+        .iter()
+        .filter(|(tt, k, _)| *tt == t && *k == kind)
+        .map(|(_, _, why)| why.clone())
+        .collect();
+    v.dedup();
+    v
+}
+
 /// The Markdown report.
 pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> String {
-    let b = base(opts);
     let mut s = String::new();
-    let _ = writeln!(s, "# Echo benchmark results\n");
+    let _ = writeln!(s, "# Benchmark results\n");
     let _ = writeln!(
         s,
         "Generated by `cargo run --release -p copas-bench --{}{}` on {} (revision {}), in {:.0} s.\n",
@@ -142,10 +218,9 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
     );
     let _ = writeln!(
         s,
-        "- Closed loop: each connection sends a {} B line and waits for its whole echo. \
-         Warm-up {:.1} s, measured window {:.1} s, {} pass{} (medians over passes); \
-         a fresh server process per cell; servers take turns within a pass.",
-        opts.size,
+        "- Warm-up {:.1} s, measured window {:.1} s, {} pass{} (medians over passes); \
+         a fresh server process per cell; servers take turns within a table, their order \
+         rotating from pass to pass.",
         opts.warmup.as_secs_f64(),
         opts.duration.as_secs_f64(),
         opts.passes,
@@ -154,76 +229,118 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
     if opts.quick {
         let _ = writeln!(
             s,
-            "- A `--quick` run: one short pass, so the numbers are rougher than a full run's."
+            "- A `--quick` run: one short pass over a smaller matrix, so the numbers are rougher than a full run's."
         );
     }
     let _ = writeln!(
         s,
-        "- Load generator: a separate process, {} thread{} with epoll, {}.",
+        "- Load generator: a separate process (`copas-bench load`), {} thread{} with epoll \
+         for the echo and open loops, a thread per client for churn and TLS; HTTP: {}. {}.",
         opts.load_threads,
         if opts.load_threads == 1 { "" } else { "s" },
+        m.http_client,
         if opts.pin {
-            "servers pinned to CPU 0 and the load generator to CPU 1"
+            "Servers pinned to CPU 0 and the load generator to CPU 1"
         } else {
-            "nothing pinned (server and load generator share the cores)"
+            "Nothing pinned (server and load generator share the cores)"
         }
     );
     let _ = writeln!(
         s,
         "- Server CPU is utime + stime from `/proc/PID/stat` over the measured window \
-         (10 ms ticks); RSS is `VmRSS` and threads `Threads` from `/proc/PID/status` at \
-         the window's end. CPU columns are percent of one core; \"other CPU\" is what \
-         `/proc/stat` shows busy beyond the server and the load generator (other \
-         processes, and kernel work charged to no process). Round trips/s is the median with the range \
-         over passes; \"vs {}\" columns divide by {}'s median in the same run.\n",
-        b.name(),
-        b.name()
+         (10 ms ticks), divided by the operations completed in it; RSS is `VmRSS` and \
+         threads `Threads` from `/proc/PID/status` at the window's end. CPU columns are \
+         percent of one core; \"other CPU\" is what `/proc/stat` shows busy beyond the \
+         server and the load generator. Rates are medians with the range over passes; \
+         \"vs\" columns divide by the first row of the same table in the same run.\n"
     );
     let _ = writeln!(s, "| server | what it is |\n|---|---|");
-    for k in &opts.servers {
-        let _ = writeln!(s, "| {} | {} |", k.name(), k.description());
+    let mut seen: Vec<ServerKind> = Vec::new();
+    for (_, servers) in &m.tables {
+        for &k in servers {
+            if !seen.contains(&k) {
+                seen.push(k);
+                let _ = writeln!(s, "| {} | {} |", k.name(), k.description());
+            }
+        }
     }
     let _ = writeln!(s);
-    for &conns in &opts.connections {
-        let _ = writeln!(
-            s,
-            "## {} connection{}, {} B messages\n",
-            conns,
-            if conns == 1 { "" } else { "s" },
-            opts.size
-        );
-        let _ = writeln!(
-            s,
-            "| server | round trips/s | (min–max) | vs {b} | p50 µs | p99 µs | p99.9 µs | server CPU µs/rt | vs {b} | server CPU | load gen CPU | other CPU | server RSS MiB | threads |",
-            b = b.name()
-        );
-        let _ = writeln!(
-            s,
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-        );
-        let base_row = load_row(m, conns, b);
-        for &k in &opts.servers {
-            let Some(r) = load_row(m, conns, k) else {
-                continue;
-            };
+    if !m.skipped.is_empty() {
+        let _ = writeln!(s, "Skipped in this run (no numbers, nothing estimated):\n");
+        for (k, why) in &m.skipped {
+            let _ = writeln!(s, "- {} ({}): {why}.", k.name(), k.description());
+        }
+        let _ = writeln!(s);
+    }
+    for (t, servers) in &m.tables {
+        let t = *t;
+        let (rate, per) = op(t);
+        let _ = writeln!(s, "## {}\n", title(opts, m, t));
+        if let Table::Open(_) = t {
             let _ = writeln!(
                 s,
-                "| {}{} | {:.0} | {:.0}–{:.0} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.0}% | {:.0}% | {:.0}% | {:.1} | {:.0} |",
+                "Each server is offered this share of its own closed-loop rate at {} \
+                 connections (measured in this run), on a fixed schedule; latency counts from \
+                 each request's scheduled send time, so a stall is charged to every request \
+                 it delayed. Requests scheduled in the window but unanswered 1 s after it \
+                 are errors.\n",
+                opts.open_connections
+            );
+        }
+        let base = servers.iter().find_map(|&k| row(m, t, k));
+        let offered_col = matches!(t, Table::Open(_));
+        let _ = writeln!(
+            s,
+            "| server | {rate} | (min–max) |{} vs first | p50 µs | p99 µs | p99.9 µs | server CPU {per} | vs first | server CPU | load CPU | other CPU | server RSS MiB | threads |",
+            if offered_col { " offered/s |" } else { "" }
+        );
+        let _ = writeln!(
+            s,
+            "|---|--:|--:|{}--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            if offered_col { "--:|" } else { "" }
+        );
+        for &k in servers {
+            let Some(r) = row(m, t, k) else {
+                let why = failures(m, Some(t), k);
+                let _ = writeln!(
+                    s,
+                    "| {} | failed: {} |",
+                    k.name(),
+                    if why.is_empty() {
+                        "no result".to_owned()
+                    } else {
+                        why.join("; ")
+                    }
+                );
+                continue;
+            };
+            let died = m
+                .load
+                .iter()
+                .filter(|(tt, kk, c)| *tt == t && *kk == k && c.server_died.is_some())
+                .count();
+            let mut notes = Vec::new();
+            if r.errors > 0.0 {
+                notes.push(format!("{} errors", r.errors));
+            }
+            if died > 0 {
+                notes.push(format!("server exited in {died} of {} passes", r.passes));
+            }
+            let _ = writeln!(
+                s,
+                "| {}{} | {:.0} | {:.0}–{:.0} |{} {} | {} | {} | {} | {:.2} | {} | {:.0}% | {:.0}% | {:.0}% | {:.1} | {:.0} |",
                 k.name(),
-                if r.errors > 0.0 {
-                    format!(" ({} errors)", r.errors)
-                } else {
-                    String::new()
-                },
+                if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) },
                 r.rps,
                 r.rps_min,
                 r.rps_max,
-                base_row.map_or("–".to_owned(), |br| ratio(r.rps, br.rps)),
-                r.p50_us,
-                r.p99_us,
-                r.p999_us,
+                if offered_col { format!(" {:.0} |", r.offered) } else { String::new() },
+                base.map_or("–".to_owned(), |b| ratio(r.rps, b.rps)),
+                us(r.p50_us),
+                us(r.p99_us),
+                us(r.p999_us),
                 r.cpu_us,
-                base_row.map_or("–".to_owned(), |br| ratio(r.cpu_us, br.cpu_us)),
+                base.map_or("–".to_owned(), |b| ratio(r.cpu_us, b.cpu_us)),
                 r.server_cpu_pct,
                 r.load_cpu_pct,
                 r.other_cpu_pct,
@@ -231,9 +348,21 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
                 r.threads
             );
         }
+        let first_errors: Vec<String> = servers
+            .iter()
+            .filter_map(|&k| {
+                m.load
+                    .iter()
+                    .find(|(tt, kk, c)| *tt == t && *kk == k && !c.load.first_error.is_empty())
+                    .map(|(_, _, c)| format!("{}: {}", k.name(), c.load.first_error))
+            })
+            .collect();
+        if !first_errors.is_empty() {
+            let _ = writeln!(s, "\nFirst error seen: {}.", first_errors.join("; "));
+        }
         let _ = writeln!(s);
     }
-    if opts.idle > 0 {
+    if !m.idle_servers.is_empty() {
         let _ = writeln!(s, "## {} idle connections\n", opts.idle);
         let _ = writeln!(
             s,
@@ -243,13 +372,25 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
         );
         let _ = writeln!(
             s,
-            "| server | RSS before MiB | RSS after MiB | KiB per connection | vs {b} | threads | setup s |",
-            b = b.name()
+            "| server | RSS before MiB | RSS after MiB | KiB per connection | vs first | threads | setup s |"
         );
         let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|");
-        let base_row = idle_row(m, b);
-        for &k in &opts.servers {
-            let Some(r) = idle_row(m, k) else { continue };
+        let base_row = m.idle_servers.iter().find_map(|&k| idle_row(m, k));
+        for &k in &m.idle_servers {
+            let Some(r) = idle_row(m, k) else {
+                let why = failures(m, None, k);
+                let _ = writeln!(
+                    s,
+                    "| {} | failed: {} |",
+                    k.name(),
+                    if why.is_empty() {
+                        "no result".to_owned()
+                    } else {
+                        why.join("; ")
+                    }
+                );
+                continue;
+            };
             let _ = writeln!(
                 s,
                 "| {} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.2} |",
@@ -270,13 +411,20 @@ pub(crate) fn markdown(opts: &Options, info: &RunInfo, m: &Measurements) -> Stri
     s
 }
 
-const COLORS: [&str; 6] = [
-    "#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e",
-];
-
-fn color(opts: &Options, k: ServerKind) -> &'static str {
-    let i = opts.servers.iter().position(|&s| s == k).unwrap_or(0);
-    COLORS[i % COLORS.len()]
+/// A fixed color per server name, the same in every panel.
+fn color(name: &str) -> &'static str {
+    match name {
+        "copas" => "#d62728",
+        "threads" => "#1f77b4",
+        "tokio" => "#2ca02c",
+        "epoll" => "#7f7f7f",
+        "may" | "may_minihttp" => "#9467bd",
+        "lua-copas" => "#17becf",
+        "copas-hook" => "#ff7f0e",
+        "copas ×2" => "#8c1c13",
+        "tokio ×2" => "#145a14",
+        _ => "#5b3a80",
+    }
 }
 
 /// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten.
@@ -309,17 +457,17 @@ fn short(x: f64) -> String {
     }
 }
 
-struct Panel<'a> {
-    title: &'a str,
-    /// Group label and one value per server (NaN: missing).
-    groups: Vec<(String, Vec<f64>)>,
+struct Panel {
+    title: String,
+    /// Group label and `(server, value)` bars (NaN values are not drawn).
+    groups: Vec<(String, Vec<(ServerKind, f64)>)>,
 }
 
-fn draw_panel(s: &mut String, opts: &Options, p: &Panel<'_>, x0: f64, y0: f64, w: f64, h: f64) {
+fn draw_panel(s: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64) {
     let max = nice_max(
         p.groups
             .iter()
-            .flat_map(|(_, v)| v.iter().copied())
+            .flat_map(|(_, v)| v.iter().map(|b| b.1))
             .filter(|v| v.is_finite())
             .fold(0.0, f64::max),
     );
@@ -328,7 +476,7 @@ fn draw_panel(s: &mut String, opts: &Options, p: &Panel<'_>, x0: f64, y0: f64, w
     let plot_h = h - top - bottom;
     let _ = writeln!(
         s,
-        r#"<text x="{:.1}" y="{:.1}" font-size="13" font-weight="bold">{}</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" font-weight="bold">{}</text>"#,
         x0 + left,
         y0 + 16.0,
         p.title
@@ -348,11 +496,10 @@ fn draw_panel(s: &mut String, opts: &Options, p: &Panel<'_>, x0: f64, y0: f64, w
     }
     let n_groups = p.groups.len().max(1) as f64;
     let group_w = plot_w / n_groups;
-    let n_bars = opts.servers.len().max(1) as f64;
-    let bar_w = (group_w * 0.8) / n_bars;
-    for (gi, (label, values)) in p.groups.iter().enumerate() {
+    for (gi, (label, bars)) in p.groups.iter().enumerate() {
         let gx = x0 + left + group_w * gi as f64 + group_w * 0.1;
-        for (bi, &v) in values.iter().enumerate() {
+        let bar_w = (group_w * 0.8) / bars.len().max(1) as f64;
+        for (bi, &(kind, v)) in bars.iter().enumerate() {
             if !v.is_finite() {
                 continue;
             }
@@ -361,10 +508,10 @@ fn draw_panel(s: &mut String, opts: &Options, p: &Panel<'_>, x0: f64, y0: f64, w
             let by = y0 + top + plot_h - bh;
             let _ = writeln!(
                 s,
-                r#"<rect x="{bx:.1}" y="{by:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{}: {}</title></rect><text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{}</text>"#,
+                r#"<rect x="{bx:.1}" y="{by:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{}: {}</title></rect><text x="{:.1}" y="{:.1}" font-size="8" text-anchor="middle">{}</text>"#,
                 (bar_w - 2.0).max(1.0),
-                color(opts, opts.servers[bi]),
-                opts.servers[bi].name(),
+                color(kind.name()),
+                kind.name(),
                 short(v),
                 bx + bar_w / 2.0 - 1.0,
                 by - 2.0,
@@ -373,7 +520,7 @@ fn draw_panel(s: &mut String, opts: &Options, p: &Panel<'_>, x0: f64, y0: f64, w
         }
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
             gx + group_w * 0.4,
             y0 + top + plot_h + 16.0,
             label
@@ -389,48 +536,102 @@ fn draw_panel(s: &mut String, opts: &Options, p: &Panel<'_>, x0: f64, y0: f64, w
     );
 }
 
-/// The bar chart: throughput, server CPU per round trip, idle memory per connection.
+/// The chart: one panel per measurement (rates, CPU per operation, latency under load,
+/// idle memory), bars colored by server.
 pub(crate) fn svg(opts: &Options, m: &Measurements) -> String {
-    let per_conns = |f: &dyn Fn(&LoadRow) -> f64| -> Vec<(String, Vec<f64>)> {
-        opts.connections
+    let group =
+        |tables: &[Table], f: &dyn Fn(&Row) -> f64| -> Vec<(String, Vec<(ServerKind, f64)>)> {
+            m.tables
+                .iter()
+                .filter(|(t, _)| tables.contains(t))
+                .map(|(t, servers)| {
+                    let bars = servers
+                        .iter()
+                        .map(|&k| (k, row(m, *t, k).map_or(f64::NAN, |r| f(&r))))
+                        .collect();
+                    (table_tag(*t), bars)
+                })
+                .collect()
+        };
+    let of = |pred: &dyn Fn(Table) -> bool| -> Vec<Table> {
+        m.tables
             .iter()
-            .map(|&c| {
-                let label = format!("{c} conn{}", if c == 1 { "" } else { "s" });
-                let vals = opts
-                    .servers
-                    .iter()
-                    .map(|&k| load_row(m, c, k).map_or(f64::NAN, |r| f(&r)))
-                    .collect();
-                (label, vals)
-            })
+            .map(|(t, _)| *t)
+            .filter(|&t| pred(t))
             .collect()
     };
+    let echo = of(&|t| matches!(t, Table::Echo(_)));
+    let t2 = of(&|t| matches!(t, Table::EchoT2(_)));
+    let http = of(&|t| matches!(t, Table::Http | Table::HttpT2));
+    let open = of(&|t| matches!(t, Table::Open(_)));
+    let churn = of(&|t| t == Table::Churn);
+    let tls_echo = of(&|t| t == Table::TlsEcho);
+    let tls_hs = of(&|t| t == Table::TlsHandshake);
     let mut panels = vec![
         Panel {
-            title: "round trips per second (higher is better)",
-            groups: per_conns(&|r| r.rps),
+            title: "echo round trips/s (higher is better)".into(),
+            groups: group(&echo, &|r| r.rps),
         },
         Panel {
-            title: "server CPU µs per round trip (lower is better)",
-            groups: per_conns(&|r| r.cpu_us),
+            title: "echo server CPU µs per round trip (lower is better)".into(),
+            groups: group(&echo, &|r| r.cpu_us),
+        },
+        Panel {
+            title: "2 threads: echo server CPU µs/rt (lower is better)".into(),
+            groups: group(&t2, &|r| r.cpu_us),
+        },
+        Panel {
+            title: "HTTP server CPU µs per request (lower is better)".into(),
+            groups: group(&http, &|r| r.cpu_us),
+        },
+        Panel {
+            title: "HTTP requests/s (higher is better)".into(),
+            groups: group(&http, &|r| r.rps),
+        },
+        Panel {
+            title: "open loop: p99 µs from scheduled send (lower is better)".into(),
+            groups: group(&open, &|r| r.p99_us),
+        },
+        Panel {
+            title: "open loop: p50 µs from scheduled send (lower is better)".into(),
+            groups: group(&open, &|r| r.p50_us),
+        },
+        Panel {
+            title: "churn: connects/s (higher is better)".into(),
+            groups: group(&churn, &|r| r.rps),
+        },
+        Panel {
+            title: "churn: server CPU µs per connect (lower is better)".into(),
+            groups: group(&churn, &|r| r.cpu_us),
+        },
+        Panel {
+            title: "TLS echo round trips/s (higher is better)".into(),
+            groups: group(&tls_echo, &|r| r.rps),
+        },
+        Panel {
+            title: "TLS full handshakes/s (higher is better)".into(),
+            groups: group(&tls_hs, &|r| r.rps),
         },
     ];
-    if opts.idle > 0 {
+    if !m.idle_servers.is_empty() {
         panels.push(Panel {
-            title: "KiB RSS per idle connection (lower is better)",
+            title: "KiB RSS per idle connection (lower is better)".into(),
             groups: vec![(
                 format!("{} idle", opts.idle),
-                opts.servers
+                m.idle_servers
                     .iter()
-                    .map(|&k| idle_row(m, k).map_or(f64::NAN, |r| r.kib_per_conn))
+                    .map(|&k| (k, idle_row(m, k).map_or(f64::NAN, |r| r.kib_per_conn)))
                     .collect(),
             )],
         });
     }
-    let panel_w = 420.0;
-    let panel_h = 260.0;
-    let width = panel_w * panels.len() as f64;
-    let height = panel_h + 40.0;
+    panels.retain(|p| !p.groups.is_empty());
+    let per_row = 3usize;
+    let panel_w = 440.0;
+    let panel_h = 250.0;
+    let rows = panels.len().div_ceil(per_row).max(1);
+    let width = panel_w * per_row as f64;
+    let height = panel_h * rows as f64 + 60.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -438,26 +639,41 @@ pub(crate) fn svg(opts: &Options, m: &Measurements) -> String {
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     for (i, p) in panels.iter().enumerate() {
-        draw_panel(&mut s, opts, p, panel_w * i as f64, 0.0, panel_w, panel_h);
+        let (col, r) = (i % per_row, i / per_row);
+        draw_panel(
+            &mut s,
+            p,
+            panel_w * col as f64,
+            panel_h * r as f64,
+            panel_w,
+            panel_h,
+        );
     }
+    let mut names: Vec<&'static str> = Vec::new();
+    for (_, servers) in &m.tables {
+        for k in servers {
+            if !names.contains(&k.name()) {
+                names.push(k.name());
+            }
+        }
+    }
+    let y = panel_h * rows as f64 + 12.0;
     let mut x = 48.0;
-    for &k in &opts.servers {
+    for name in names {
         let _ = writeln!(
             s,
-            r#"<rect x="{x:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
-            panel_h + 12.0,
-            color(opts, k),
+            r#"<rect x="{x:.1}" y="{y:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+            color(name),
             x + 16.0,
-            panel_h + 22.0,
-            k.name()
+            y + 10.0,
+            name
         );
-        x += 100.0;
+        x += 24.0 + 7.0 * name.chars().count() as f64;
     }
     let _ = writeln!(
         s,
-        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">{} B messages, medians of {} pass(es); see bench-results.md</text>"##,
-        x + 20.0,
-        panel_h + 22.0,
+        r##"<text x="48" y="{:.1}" font-size="11" fill="#555">{} B echo messages, medians of {} pass(es); every number in bench-results.md</text>"##,
+        y + 32.0,
         opts.size,
         opts.passes
     );

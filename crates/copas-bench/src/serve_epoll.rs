@@ -3,12 +3,17 @@
 //! `\n` dropped; the line `quit` closes). Per request it makes one `read`, one `write` and
 //! its share of one `epoll_wait` — nothing a general runtime could do with fewer.
 //!
+//! `serve_http` is the same loop for `examples/http.rs`'s protocol (HTTP/1.1 hello world,
+//! the shared request parser): the lower bound of the HTTP rows.
+//!
 //! Invariant: a connection with unsent output is registered for `OUT` only, so a client
 //! that does not read cannot make the server buffer without bound.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
+
+use bytes::BytesMut;
 
 use crate::epoll::{self, Epoll, IN, OUT};
 
@@ -27,13 +32,36 @@ struct Conn {
     closing: bool,
     /// Registered for `OUT` (not `IN`) because `out` is not empty.
     waiting_out: bool,
+    /// HTTP: received bytes not yet answered.
+    http_in: BytesMut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Echo,
+    Http,
 }
 
 /// Serves echo on `addr` until killed.
 pub(crate) fn serve(addr: &str) -> io::Result<()> {
+    serve_proto(addr, Proto::Echo)
+}
+
+/// Serves HTTP hello world on `addr` until killed.
+pub(crate) fn serve_http(addr: &str) -> io::Result<()> {
+    serve_proto(addr, Proto::Http)
+}
+
+fn serve_proto(addr: &str, proto: Proto) -> io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
-    println!("epoll echo listening on {}", listener.local_addr()?);
+    match proto {
+        Proto::Echo => println!("epoll echo listening on {}", listener.local_addr()?),
+        Proto::Http => println!(
+            "epoll http server listening on http://{}/",
+            listener.local_addr()?
+        ),
+    }
     let mut ep = Epoll::new(1024)?;
     ep.add(listener.as_fd(), IN, LISTENER)?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
@@ -53,6 +81,8 @@ pub(crate) fn serve(addr: &str) -> io::Result<()> {
             };
             let keep = if ev.events & OUT != 0 && !conn.out.is_empty() {
                 flush(&ep, conn, idx)
+            } else if proto == Proto::Http {
+                on_readable_http(&ep, conn, idx, &mut scratch)
             } else {
                 on_readable(&ep, conn, idx, &mut scratch)
             };
@@ -95,6 +125,7 @@ fn accept_all(
             out: Vec::new(),
             closing: false,
             waiting_out: false,
+            http_in: BytesMut::new(),
         });
     }
 }
@@ -132,6 +163,22 @@ fn on_readable(ep: &Epoll, conn: &mut Conn, idx: usize, scratch: &mut [u8]) -> b
         if conn.partial.len() > MAX_LINE {
             return false;
         }
+    }
+    flush(ep, conn, idx)
+}
+
+/// Reads once, answers every complete request; returns whether to keep the connection.
+fn on_readable_http(ep: &Epoll, conn: &mut Conn, idx: usize, scratch: &mut [u8]) -> bool {
+    let n = match epoll::read(conn.stream.as_raw_fd(), scratch) {
+        Ok(0) => return false,
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        Err(_) => return false,
+    };
+    conn.http_in.extend_from_slice(&scratch[..n]);
+    if !crate::serve_tokio_http::answer_buffered(&mut conn.http_in, &mut conn.out, "epoll") {
+        conn.closing = true;
     }
     flush(ep, conn, idx)
 }

@@ -18,18 +18,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 // The same request parsing as the copas examples, so only the I/O differs.
 #[path = "../../../examples/support/mod.rs"]
-mod support;
+pub(crate) mod support;
 
 use support::{parse, respond, respond_error, Parsed};
 
 /// Room made in the read buffer before each read (the copas example's `receive_some`).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Serves HTTP on `addr` until killed.
-pub(crate) fn serve(addr: &str) -> io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
+/// Serves HTTP on `addr` until killed (`workers` as in [`crate::serve_tokio::runtime`]).
+pub(crate) fn serve(addr: &str, workers: usize) -> io::Result<()> {
+    let rt = crate::serve_tokio::runtime(workers)?;
     rt.block_on(async {
         let listener = TcpListener::bind(addr).await?;
         println!(
@@ -54,7 +52,7 @@ pub(crate) fn serve(addr: &str) -> io::Result<()> {
 
 /// Answers every complete request at the front of `buf` into `out` and consumes it.
 /// Returns `false` when the connection is to close after `out` is written.
-fn answer_buffered(buf: &mut BytesMut, out: &mut Vec<u8>) -> bool {
+pub(crate) fn answer_buffered(buf: &mut BytesMut, out: &mut Vec<u8>, server: &str) -> bool {
     loop {
         match parse(buf) {
             Parsed::Request {
@@ -67,14 +65,14 @@ fn answer_buffered(buf: &mut BytesMut, out: &mut Vec<u8>) -> bool {
                     return true; // the body is still on its way
                 }
                 buf.advance(head_len + body_len);
-                respond(out, "tokio", keep_alive, head_only);
+                respond(out, server, keep_alive, head_only);
                 if !keep_alive {
                     return false;
                 }
             }
             Parsed::Partial => return true,
             Parsed::Error(status) => {
-                respond_error(out, "tokio", status);
+                respond_error(out, server, status);
                 return false;
             }
         }
@@ -85,7 +83,7 @@ async fn handle(mut stream: TcpStream) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let keep_open = answer_buffered(&mut buf, &mut out);
+        let keep_open = answer_buffered(&mut buf, &mut out, "tokio");
         // All buffered requests are answered: one write for all their responses.
         if !out.is_empty() {
             stream.write_all(&out).await?;
@@ -112,7 +110,7 @@ mod tests {
     fn answers(input: &[u8]) -> (Vec<u8>, bool, usize) {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
-        let open = answer_buffered(&mut buf, &mut out);
+        let open = answer_buffered(&mut buf, &mut out, "tokio");
         (out, open, buf.len())
     }
 

@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::task::TaskId;
+use crate::id::TaskId;
 
 /// A wake-up from another thread: interrupts a driver blocked in [`Driver::park`].
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -19,7 +19,7 @@ pub type Notify = Arc<dyn Fn() + Send + Sync>;
 ///
 /// All methods are called on the runtime's thread, never while a task runs, and never
 /// re-entrantly.
-pub trait Driver {
+pub trait Driver: std::any::Any {
     /// Blocks until I/O may be ready, [`Driver::notifier`] is called, or `timeout` passes
     /// (`None`: no timeout; `Some(Duration::ZERO)`: just poll). Calls `wake` for each task
     /// whose I/O became ready. Returns how many events were handled.

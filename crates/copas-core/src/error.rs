@@ -1,5 +1,6 @@
 //! Errors that the scheduler itself produces.
 
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -46,3 +47,10 @@ pub(crate) fn panicking() -> io::Error {
 /// The payload that unwinds a task's stack when the runtime shuts down. Caught at the
 /// task's root; never reaches the panic hook (it is raised with `resume_unwind`).
 pub(crate) struct Unwinding;
+
+/// The text of a panic payload, when it is a string.
+pub(crate) fn payload_str(p: &(dyn Any + Send)) -> Option<&str> {
+    p.downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+}

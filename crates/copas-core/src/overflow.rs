@@ -5,8 +5,10 @@
 //! or the default action).
 //!
 //! Invariants:
-//! - `RUNNING` holds the guard-page range of the task running on this thread (or `(0, 0)`)
-//!   and points at that task's name, which lives (in its slot) while it runs.
+//! - `RUNNING` is null or points at the [`TaskInfo`] of the task running on this thread;
+//!   that record lives in the task's record (and its name in the task's name), which the
+//!   scheduler keeps alive while the task runs. Setting it is one pointer store per
+//!   switch.
 //! - The handler only reads thread-locals with constant initialisers (no lazy init, no
 //!   allocation), formats into a stack buffer and calls `write` and `abort`, all of which
 //!   are async-signal-safe.
@@ -18,10 +20,9 @@ use std::ptr;
 use std::sync::Once;
 use std::sync::OnceLock;
 
-/// What the handler needs to know about the running task (one thread-local, written
-/// once per resumption).
+/// What the handler needs to know about a task; kept in the task's record.
 #[derive(Clone, Copy)]
-struct Running {
+pub(crate) struct TaskInfo {
     guard: (usize, usize),
     name: *const u8,
     name_len: usize,
@@ -29,16 +30,8 @@ struct Running {
     serial: u64,
 }
 
-const NOBODY: Running = Running {
-    guard: (0, 0),
-    name: ptr::null(),
-    name_len: 0,
-    stack_size: 0,
-    serial: 0,
-};
-
 thread_local! {
-    static RUNNING: Cell<Running> = const { Cell::new(NOBODY) };
+    static RUNNING: Cell<*const TaskInfo> = const { Cell::new(ptr::null()) };
     static ALTSTACK: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -59,9 +52,13 @@ unsafe impl Sync for Prev {}
 unsafe impl Send for Prev {}
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(p).unwrap_or(4096)
+    // Asked once: this runs at every spawn.
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(p).unwrap_or(4096)
+    })
 }
 
 /// Installs the process-wide handler (once) and this thread's alternate signal stack (if
@@ -127,23 +124,37 @@ fn install_handlers() {
     let _ = PREVIOUS.set(prev);
 }
 
-/// Records the task that is about to run on this thread.
-pub(crate) fn enter(guard: (usize, usize), name: Option<&str>, stack_size: usize, serial: u64) {
-    let (name, name_len) = name.map_or((ptr::null(), 0), |s| (s.as_ptr(), s.len()));
-    RUNNING.with(|r| {
-        r.set(Running {
+impl TaskInfo {
+    /// The record for a task whose stack's guard page is `guard`; `name` must live as
+    /// long as the record.
+    pub(crate) fn new(
+        guard: (usize, usize),
+        name: Option<&str>,
+        stack_size: usize,
+        serial: u64,
+    ) -> TaskInfo {
+        let (name, name_len) = name.map_or((ptr::null(), 0), |s| (s.as_ptr(), s.len()));
+        TaskInfo {
             guard,
             name,
             name_len,
             stack_size,
             serial,
-        })
-    });
+        }
+    }
+}
+
+/// Records the task that is about to run on this thread; `info` must stay alive (and in
+/// place) until [`leave`].
+#[inline]
+pub(crate) fn enter(info: &TaskInfo) {
+    RUNNING.with(|r| r.set(info as *const TaskInfo));
 }
 
 /// Forgets the task once it has suspended or finished.
+#[inline]
 pub(crate) fn leave() {
-    RUNNING.with(|r| r.set(NOBODY));
+    RUNNING.with(|r| r.set(ptr::null()));
 }
 
 /// The guard page of a stack whose lowest address (guard included) is `limit`.
@@ -183,8 +194,10 @@ extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
     let running = RUNNING.with(Cell::get);
-    let (lo, hi) = running.guard;
-    if lo <= addr && addr < hi {
+    // SAFETY: by the module invariant, a non-null pointer is the running task's record,
+    // alive while it runs; a fault on this thread happens while it runs.
+    let running = (!running.is_null()).then(|| unsafe { *running });
+    if let Some(running) = running.filter(|r| r.guard.0 <= addr && addr < r.guard.1) {
         let mut msg = Msg {
             buf: [0; 512],
             len: 0,

@@ -1,130 +1,33 @@
-//! The run queue, the task slab, and one step of the loop.
+//! The runtime: its per-thread state ([`Shared`]) and the public [`Runtime`] type.
 //!
-//! Key invariants:
-//! - A task is in exactly one of the states of [`State`]; it is in the run queue exactly
-//!   when its state is `Queued`.
-//! - No `RefCell` borrow of the task slab, run queue or timers is held while a coroutine
+//! Invariants:
+//! - One `Shared` per thread, held by a thread-local; it is dropped (and every unfinished
+//!   task unwound) when the thread exits.
+//! - No `RefCell` borrow of the task table, run queue or timers is held while a coroutine
 //!   runs or while a task, closure or timer entry is dropped: destructors call back in.
-//! - Tasks woken during a pass over the run queue run in the next pass (FIFO, no starvation).
+//! - The loop is alive while anything could still make progress: a runnable task, a
+//!   timer, something queued by another thread, a [`KeepAlive`](crate::hooks::KeepAlive)
+//!   guard, or a driver waiter.
+//!
+//! The loop itself is in `step.rs`, suspension and wake-ups in `suspend.rs`.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corosensei::stack::Stack;
-use corosensei::{Coroutine, CoroutineResult};
-use slab::Slab;
-
-use crate::context::{self, Resume};
-use crate::driver::{Driver, Notify, ThreadParker};
-use crate::error::{self, Unwinding};
+use crate::driver::{Driver, ThreadParker};
+use crate::id::TaskId;
 use crate::overflow;
-use crate::stack::{StackPool, TaskStack};
-use crate::task::{payload_str, ErrorHandler, JoinError, JoinState, Task, TaskId, TaskPanic};
-use crate::time::{TimerAction, TimerKey, TimerQueue};
-
-type Coro = Coroutine<Resume, (), (), TaskStack>;
-
-/// While tasks are runnable, at most this many steps in a row skip polling the driver.
-const POLL_EVERY: u32 = 16;
-
-/// How many operations a task may complete without suspending before
-/// [`cooperate`](crate::cooperate) makes it yield.
-const BUDGET: u32 = 128;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// In the run queue.
-    Queued,
-    /// Executing right now.
-    Running,
-    /// Suspended, waiting for a wake-up.
-    Suspended,
-}
-
-struct Slot {
-    serial: u64,
-    coro: Option<Coro>,
-    name: Option<Arc<str>>,
-    state: State,
-    stack_size: usize,
-    /// The stack's guard page, for stack-overflow reports.
-    guard: (usize, usize),
-    /// Cancelled: every blocking call fails.
-    cancelled: bool,
-    /// Shutting down: every blocking call unwinds the stack.
-    unwinding: bool,
-    /// Its wait timer fired (cleared when it suspends again).
-    timed_out: bool,
-    /// Suspended in `park`.
-    parked: bool,
-    /// An unpark arrived: the next `park` returns at once.
-    token: bool,
-    /// Waiting in `wait_for_exit`.
-    exit_waiter: bool,
-    /// Delivers a dropped stream's output within its own deadline: a graceful shutdown
-    /// does not cancel it.
-    lingering: bool,
-    /// The deadline of the innermost `with_timeout` scope.
-    scope_deadline: Option<Instant>,
-}
-
-/// What `Builder::spawn` hands to the runtime.
-pub(crate) struct TaskSpec {
-    pub(crate) name: Option<Arc<str>>,
-    pub(crate) stack_size: usize,
-    pub(crate) error_handler: Option<ErrorHandler>,
-    pub(crate) peer: Option<std::net::SocketAddr>,
-    pub(crate) lingering: bool,
-}
-
-/// Wake-ups from other threads.
-pub(crate) struct Remote {
-    queue: Mutex<Vec<TaskId>>,
-    pending: AtomicBool,
-    notify: Mutex<Notify>,
-}
-
-impl Remote {
-    pub(crate) fn push(&self, id: TaskId) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
-        self.pending.store(true, Ordering::Release);
-        let notify = self
-            .notify
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        notify();
-    }
-
-    /// Interrupts the loop's wait (for the remote seam).
-    pub(crate) fn notify(&self) {
-        let notify = self
-            .notify
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        notify();
-    }
-
-    fn take(&self) -> Vec<TaskId> {
-        // A plain load first: this runs every step, and a read-modify-write would cost a
-        // locked instruction each time although remote wake-ups are rare.
-        if !self.pending.load(Ordering::Acquire) || !self.pending.swap(false, Ordering::Acquire) {
-            return Vec::new();
-        }
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
+use crate::remote::{Handle, Remote};
+use crate::report::{self, ErrorHandler, Problem, TaskPanic};
+use crate::slot::{State, TaskCell, TaskTable};
+use crate::stack::StackPool;
+use crate::timer_queue::{TimerAction, TimerKey, TimerQueue};
+use crate::wait::WaitOn;
 
 /// Counters describing a runtime at one moment (Copas `status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -136,55 +39,55 @@ pub struct Stats {
     pub running: usize,
     /// Tasks waiting in the run queue.
     pub runnable: usize,
-    /// Suspended tasks with a timer armed (sleeping, or blocked with a deadline).
+    /// Tasks suspended with a deadline (sleeping, or waiting with a timeout).
     pub sleeping: usize,
-    /// Tasks in `park` (Copas `pauseforever`).
+    /// Tasks in [`park`](crate::park).
     pub parked: usize,
-    /// Armed timer entries, including those of `Timer`s.
+    /// Armed timer entries (task deadlines and [`Timer`](crate::Timer)s).
     pub timers: usize,
     /// Loop steps taken so far.
     pub steps: u64,
-    /// Idle stacks kept for reuse.
+    /// Task stacks kept for reuse.
     pub pooled_stacks: usize,
-    /// Sockets and listeners registered with the I/O driver.
+    /// I/O sources registered with the driver.
     pub sockets: usize,
 }
 
+/// The state of one thread's runtime.
 pub(crate) struct Shared {
-    tasks: RefCell<Slab<Slot>>,
-    run_queue: RefCell<VecDeque<TaskId>>,
-    spare_queue: RefCell<VecDeque<TaskId>>,
-    timers: RefCell<TimerQueue>,
-    driver: RefCell<Rc<dyn Driver>>,
-    driver_any: RefCell<Option<Rc<dyn Any>>>,
+    pub(crate) tasks: TaskTable,
+    pub(crate) run_queue: RefCell<VecDeque<Rc<TaskCell>>>,
+    pub(crate) timers: RefCell<TimerQueue>,
+    pub(crate) driver: RefCell<Rc<dyn Driver>>,
+    pub(crate) driver_installed: Cell<bool>,
     pub(crate) remote: Arc<Remote>,
-    /// Remote spawns, remote exit and keep-alive guards (`remote_seam.rs`).
-    pub(crate) seam: crate::remote_seam::SeamLocal,
-    stacks: RefCell<StackPool>,
-    error_handler: RefCell<Option<ErrorHandler>>,
-    next_serial: Cell<u64>,
-    main_woken: Cell<bool>,
-    stepping: Cell<bool>,
-    exiting: Cell<bool>,
-    shutting_down: Cell<bool>,
-    steps: Cell<u64>,
-    sleeping: Cell<usize>,
+    pub(crate) stacks: RefCell<StackPool>,
+    pub(crate) error_handler: RefCell<Option<ErrorHandler>>,
+    pub(crate) next_serial: Cell<u64>,
+    pub(crate) main_woken: Cell<bool>,
+    pub(crate) stepping: Cell<bool>,
+    pub(crate) exiting: Cell<bool>,
+    pub(crate) shutting_down: Cell<bool>,
+    pub(crate) steps: Cell<u64>,
+    pub(crate) sleeping: Cell<usize>,
+    /// Live `KeepAlive` guards.
+    pub(crate) keep_alive: Cell<usize>,
+    /// The clock at the loop's latest poll: the cheap "since" of wait records.
+    pub(crate) last_now: Cell<Option<Instant>>,
     /// `with_timeout` scope of code running outside any task.
-    main_scope_deadline: Cell<Option<Instant>>,
+    pub(crate) main_scope_deadline: Cell<Option<Instant>>,
     /// Steps in a row that skipped polling the driver because tasks were runnable.
-    busy_steps: Cell<u32>,
-    /// The thread the runtime belongs to.
-    thread: std::thread::ThreadId,
-    /// When a graceful shutdown cancels what is left (see [`shutdown`]). It bounds the
-    /// loop's waits but does not keep the loop alive.
-    shutdown_deadline: Cell<Option<Instant>>,
+    pub(crate) busy_steps: Cell<u32>,
+    /// When a graceful shutdown cancels what is left (see [`shutdown`](crate::shutdown)).
+    /// It bounds the loop's waits but does not keep the loop alive.
+    pub(crate) shutdown_deadline: Cell<Option<Instant>>,
 }
 
 /// A copas runtime: the scheduler of one thread.
 ///
 /// There is one per thread, created on first use; [`Runtime::current`] returns it and the
-/// free functions ([`spawn`](crate::spawn), [`run`], [`sleep`](crate::sleep), …) act on
-/// it. Use it directly to embed copas in a program with its own main loop
+/// free functions ([`spawn`](crate::spawn), [`run`](crate::run), [`sleep`](crate::sleep),
+/// …) act on it. Use it directly to embed copas in a program with its own main loop
 /// ([`Runtime::step`]) or to configure it.
 ///
 /// ```compile_fail
@@ -193,7 +96,7 @@ pub(crate) struct Shared {
 /// ```
 #[derive(Clone)]
 pub struct Runtime {
-    shared: Rc<Shared>,
+    pub(crate) shared: Rc<Shared>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -208,7 +111,8 @@ struct Holder(RefCell<Option<Runtime>>);
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.borrow_mut().take() {
+        let rt = self.0.borrow_mut().take();
+        if let Some(rt) = rt {
             rt.shared.shutdown();
         }
     }
@@ -216,15 +120,15 @@ impl Drop for Holder {
 
 thread_local! {
     static RUNTIME: Holder = const { Holder(RefCell::new(None)) };
-    static CURRENT_TASK: Cell<Option<TaskId>> = const { Cell::new(None) };
-    /// Operations the running task may still complete before `cooperate` yields; reset
-    /// each time a task is resumed (so: each time it suspended).
-    static BUDGET_LEFT: Cell<u32> = const { Cell::new(BUDGET) };
 }
 
-/// The id of the task running on this thread, if any.
-pub(crate) fn current_task_id() -> Option<TaskId> {
-    CURRENT_TASK.with(Cell::get)
+/// Runs `f` on this thread's runtime if it has one (without creating it).
+pub(crate) fn with_existing<R>(f: impl FnOnce(&Shared) -> R) -> Option<R> {
+    RUNTIME
+        .try_with(|h| h.0.borrow().as_ref().map(|rt| rt.shared.clone()))
+        .ok()
+        .flatten()
+        .map(|s| f(&s))
 }
 
 impl Runtime {
@@ -258,34 +162,37 @@ impl Runtime {
         &self.shared
     }
 
+    /// A thread-safe handle to this runtime ([`Handle::exit`] from other threads).
+    pub fn handle(&self) -> Handle {
+        Handle {
+            remote: self.shared.remote.clone(),
+        }
+    }
+
     /// Installs the I/O driver (copas-net's reactor does this on first use). Possible only
     /// once per runtime; before that, the runtime sleeps until its next timer when idle.
     ///
     /// # Errors
     /// [`io::ErrorKind::AlreadyExists`] if a driver is installed already.
     pub fn set_driver<D: Driver + 'static>(&self, driver: Rc<D>) -> io::Result<()> {
-        if self.shared.driver_any.borrow().is_some() {
+        if self.shared.driver_installed.get() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "copas: a driver is installed already",
             ));
         }
-        *self
-            .shared
-            .remote
-            .notify
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = driver.notifier();
-        *self.shared.driver_any.borrow_mut() = Some(driver.clone() as Rc<dyn Any>);
+        self.shared.remote.set_notify(driver.notifier());
         *self.shared.driver.borrow_mut() = driver;
-        // A remote wake-up may have gone to the old notifier.
-        self.shared.remote.pending.store(true, Ordering::Release);
+        self.shared.driver_installed.set(true);
         Ok(())
     }
 
     /// The installed driver, if it is a `D`.
     pub fn driver<D: Any>(&self) -> Option<Rc<D>> {
-        let any = self.shared.driver_any.borrow().clone()?;
+        if !self.shared.driver_installed.get() {
+            return None;
+        }
+        let any: Rc<dyn Any> = self.shared.driver.borrow().clone();
         any.downcast::<D>().ok()
     }
 
@@ -317,39 +224,58 @@ impl Runtime {
     }
 
     /// Runs the loop until there is nothing left to do (Copas `loop`): no runnable task,
-    /// no timer, nothing waiting for I/O and no server. Tasks that are parked forever or
-    /// waiting in [`wait_for_exit`](crate::wait_for_exit) do not keep it going.
+    /// no timer, nothing waiting for I/O, no server, nothing queued from another thread
+    /// and no [`KeepAlive`](crate::hooks::KeepAlive) guard.
     ///
     /// When the work runs out the runtime calls [`exit`](crate::exit) itself, so that
-    /// `wait_for_exit` callers can clean up, and returns once that is done too.
+    /// [`wait_for_exit`](crate::wait_for_exit) callers can clean up, and returns once that
+    /// is done too.
+    ///
+    /// Tasks in [`park`](crate::park), [`wait_for_exit`](crate::wait_for_exit) or a
+    /// [`Queue`](crate::sync::Queue) pop are legal idles (as Copas's `pauseforever` and
+    /// queue workers; see [`WaitOn::is_idle`]): they do not keep the loop going, and are
+    /// not an error. But if the loop ends while no task is parked (an unpark from another
+    /// thread could still release everything) and some task still waits on something
+    /// nothing can ever wake — a
+    /// [`sync::Mutex`](crate::sync::Mutex) held by another waiting task, a join of such a
+    /// task — that is a deadlock: each such task is reported to the error handler
+    /// ([`Problem::Deadlocked`](crate::Problem::Deadlocked), naming what it waits on) and
+    /// `run` returns an error of kind [`io::ErrorKind::Deadlock`] that names them. The
+    /// tasks stay suspended (a later `run` reports them again); they are unwound when the
+    /// thread's runtime is dropped.
     ///
     /// # Errors
-    /// A polling error from the driver, or `Unsupported` when called from inside a task.
+    /// A polling error from the driver; `Deadlock` as above; `Unsupported` when called
+    /// from inside a task.
     pub fn run(&self) -> io::Result<()> {
-        if self.shared.stepping.get() || context::in_coroutine() {
+        if self.shared.stepping.get() || crate::context::in_coroutine() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "copas: run cannot be called from inside a task or re-entrantly",
             ));
         }
-        self.shared.exiting.set(false);
-        loop {
-            if !self.shared.alive() {
-                if self.shared.exiting.get() {
-                    break;
+        let shared = &*self.shared;
+        shared.exiting.set(false);
+        let outcome = loop {
+            if !shared.alive() {
+                if shared.exiting.get() {
+                    break Ok(());
                 }
-                self.shared.exit();
-                if !self.shared.alive() {
-                    break;
+                shared.exit();
+                if !shared.alive() {
+                    break Ok(());
                 }
             }
-            self.shared.step(None)?;
-        }
+            if let Err(e) = shared.step_passes(None, true) {
+                break Err(e);
+            }
+        };
         // The exit belonged to this run: work started afterwards (a server driven by
         // `step`) must not see it.
-        self.shared.exiting.set(false);
-        self.shared.shutdown_deadline.set(None);
-        Ok(())
+        shared.exiting.set(false);
+        shared.shutdown_deadline.set(None);
+        outcome?;
+        shared.check_deadlock()
     }
 
     /// Whether the loop has nothing left to do (Copas `finished`).
@@ -357,9 +283,10 @@ impl Runtime {
         !self.shared.alive()
     }
 
-    /// Sets the handler told about task panics that have no handler of their own
+    /// Sets the handler told about task panics and the other [`Problem`]s of tasks that
+    /// have no handler of their own
     /// ([`Builder::error_handler`](crate::Builder::error_handler)). The default prints the
-    /// task's name and the message to stderr.
+    /// report to stderr.
     pub fn set_error_handler(&self, f: impl Fn(&TaskPanic) + 'static) {
         *self.shared.error_handler.borrow_mut() = Some(Rc::new(f));
     }
@@ -382,29 +309,27 @@ impl Runtime {
 
     /// Counters for monitoring (Copas `status`).
     pub fn stats(&self) -> Stats {
-        let tasks = self.shared.tasks.borrow();
+        let s = &self.shared;
         Stats {
-            tasks: tasks.len(),
-            running: tasks
-                .iter()
-                .filter(|(_, s)| s.state == State::Running)
-                .count(),
-            runnable: self.shared.run_queue.borrow().len(),
-            sleeping: self.shared.sleeping.get(),
-            parked: tasks.iter().filter(|(_, s)| s.parked).count(),
-            timers: self.shared.timers.borrow().len(),
-            steps: self.shared.steps.get(),
-            pooled_stacks: self.shared.stacks.borrow().pooled(),
-            sockets: self.shared.driver.borrow().sources(),
+            tasks: s.tasks.len(),
+            running: s.tasks.count(|c| c.state.get() == State::Running),
+            runnable: s.run_queue.borrow().len(),
+            sleeping: s.sleeping.get(),
+            parked: s.tasks.count(|c| c.parked.get()),
+            timers: s.timers.borrow().len(),
+            steps: s.steps.get(),
+            pooled_stacks: s.stacks.borrow().pooled(),
+            sockets: s.driver.borrow().sources(),
         }
     }
-}
 
-struct StepGuard<'a>(&'a Cell<bool>);
-
-impl Drop for StepGuard<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
+    /// What the task `id` waits on right now: `None` if it is not a live task of this
+    /// runtime, [`WaitOn::Nothing`] if it is runnable or running.
+    pub fn wait_of(&self, id: TaskId) -> Option<WaitOn> {
+        self.shared.tasks.with(id, |c| match c.state.get() {
+            State::Suspended => c.wait_on(),
+            _ => WaitOn::Nothing,
+        })
     }
 }
 
@@ -412,20 +337,13 @@ impl Shared {
     fn new() -> Shared {
         overflow::init_thread();
         let parker = Rc::new(ThreadParker::new());
-        let remote = Arc::new(Remote {
-            queue: Mutex::new(Vec::new()),
-            pending: AtomicBool::new(false),
-            notify: Mutex::new(parker.notifier()),
-        });
         Shared {
-            tasks: RefCell::new(Slab::new()),
+            tasks: TaskTable::default(),
             run_queue: RefCell::new(VecDeque::new()),
-            spare_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::default()),
-            seam: crate::remote_seam::SeamLocal::new(remote.clone()),
-            remote,
+            remote: Arc::new(Remote::new(parker.notifier())),
             driver: RefCell::new(parker),
-            driver_any: RefCell::new(None),
+            driver_installed: Cell::new(false),
             stacks: RefCell::new(StackPool::new()),
             error_handler: RefCell::new(None),
             next_serial: Cell::new(1),
@@ -435,9 +353,10 @@ impl Shared {
             shutting_down: Cell::new(false),
             steps: Cell::new(0),
             sleeping: Cell::new(0),
+            keep_alive: Cell::new(0),
+            last_now: Cell::new(None),
             main_scope_deadline: Cell::new(None),
             busy_steps: Cell::new(0),
-            thread: std::thread::current().id(),
             shutdown_deadline: Cell::new(None),
         }
     }
@@ -458,838 +377,133 @@ impl Shared {
         self.timers.borrow().contains(key)
     }
 
-    pub(crate) fn task_handle(&self, id: TaskId, name: Option<Arc<str>>) -> Task {
-        Task {
-            id,
-            name,
-            remote: self.remote.clone(),
-            thread: self.thread,
-        }
-    }
-
-    pub(crate) fn current_task(&self) -> Option<Task> {
-        let id = current_task_id()?;
-        let name = self
-            .tasks
-            .borrow()
-            .get(id.index)
-            .and_then(|s| s.name.clone());
-        Some(self.task_handle(id, name))
-    }
-
     /// Whether anything can still make progress.
-    fn alive(&self) -> bool {
+    #[inline]
+    pub(crate) fn alive(&self) -> bool {
         !self.run_queue.borrow().is_empty()
             || !self.timers.borrow().is_empty()
-            || self.remote.pending.load(Ordering::Acquire)
+            || self.remote.is_pending()
+            || self.keep_alive.get() > 0
             || self.driver.borrow().has_waiters()
-            || self.seam.alive()
     }
 
-    pub(crate) fn spawn_task<F, T>(
-        self: &Shared,
-        spec: TaskSpec,
-        state: Rc<JoinState<T>>,
-        f: F,
-    ) -> io::Result<TaskId>
-    where
-        F: FnOnce() -> T + 'static,
-        T: 'static,
-    {
-        let stack = self.stacks.borrow_mut().take(spec.stack_size)?;
-        let guard = overflow::guard_range(stack.limit().get());
+    /// A new task's id (its index in the table and a fresh serial).
+    pub(crate) fn next_id(&self) -> TaskId {
         let serial = self.next_serial.get();
         self.next_serial.set(serial + 1);
-        let mut tasks = self.tasks.borrow_mut();
-        let entry = tasks.vacant_entry();
-        let id = TaskId {
-            index: entry.key(),
+        TaskId {
+            index: self.tasks.vacant_key(),
             serial,
+        }
+    }
+
+    /// Adds a task built by `Builder::spawn` and queues it for its first run.
+    pub(crate) fn insert_task(&self, cell: Rc<TaskCell>) {
+        self.tasks.insert(cell.clone());
+        self.run_queue.borrow_mut().push_back(cell);
+    }
+
+    /// The handler for reports about `cell` (its own, else the runtime's).
+    pub(crate) fn handler_for(&self, cell: Option<&TaskCell>) -> Option<ErrorHandler> {
+        cell.and_then(|c| c.error_handler.clone())
+            .or_else(|| self.error_handler.borrow().clone())
+    }
+
+    pub(crate) fn report(&self, cell: &TaskCell, problem: Problem, message: String) {
+        let info = TaskPanic {
+            task: cell.id,
+            name: cell.name.clone(),
+            message,
+            peer: cell.peer,
+            problem,
         };
-        let name = spec.name.clone();
-        let stack_size = spec.stack_size;
-        let lingering = spec.lingering;
-        let coro = Coro::with_stack(stack, move |y, first: Resume| {
-            context::enter(y);
-            task_main(id, spec, state, f, first);
-        });
-        entry.insert(Slot {
-            serial,
-            coro: Some(coro),
-            name,
-            state: State::Queued,
-            stack_size,
-            guard,
-            cancelled: false,
-            unwinding: false,
-            timed_out: false,
-            parked: false,
-            token: false,
-            exit_waiter: false,
-            lingering,
-            scope_deadline: None,
-        });
-        drop(tasks);
-        self.run_queue.borrow_mut().push_back(id);
-        Ok(id)
+        report::deliver(self.handler_for(Some(cell)), &info);
     }
 
-    /// Makes a suspended task runnable. Waking a queued task does nothing; waking the
-    /// running task queues it for the next pass (that is how `yield_now` works).
-    pub(crate) fn wake(&self, id: TaskId) {
-        if id.is_main() {
-            self.main_woken.set(true);
-            return;
+    /// After `run` found no more work: reports the tasks nothing can wake, if any.
+    fn check_deadlock(&self) -> io::Result<()> {
+        let all = self.tasks.all();
+        if all.is_empty() || all.iter().any(|c| c.parked.get()) {
+            return Ok(());
         }
-        let mut tasks = self.tasks.borrow_mut();
-        let Some(slot) = tasks.get_mut(id.index) else {
-            return;
-        };
-        if slot.serial != id.serial {
-            return;
-        }
-        match slot.state {
-            State::Queued => {}
-            State::Running | State::Suspended => {
-                slot.state = State::Queued;
-                drop(tasks);
-                self.run_queue.borrow_mut().push_back(id);
-            }
-        }
-    }
-
-    pub(crate) fn unpark_local(&self, id: TaskId) -> bool {
-        let was_parked = {
-            let mut tasks = self.tasks.borrow_mut();
-            match tasks.get_mut(id.index) {
-                Some(slot) if slot.serial == id.serial => {
-                    slot.token = true;
-                    slot.parked
-                }
-                _ => return false,
-            }
-        };
-        if was_parked {
-            self.wake(id);
-        }
-        was_parked
-    }
-
-    pub(crate) fn cancel(&self, id: TaskId) -> bool {
-        {
-            let mut tasks = self.tasks.borrow_mut();
-            match tasks.get_mut(id.index) {
-                Some(slot) if slot.serial == id.serial => {
-                    slot.cancelled = true;
-                    if slot.state != State::Suspended {
-                        return true;
-                    }
-                }
-                _ => return false,
-            }
-        }
-        self.wake(id);
-        true
-    }
-
-    /// Cancels every task and drops every `Timer` callback (Copas `cancelall`).
-    /// With `spare_lingering`, tasks delivering dropped streams' output are left to finish
-    /// (they end by their own deadline).
-    pub(crate) fn cancel_all(&self, spare_lingering: bool) {
-        let callbacks = self.timers.borrow_mut().remove_callbacks();
-        drop(callbacks);
-        let ids: Vec<TaskId> = self
-            .tasks
-            .borrow_mut()
-            .iter_mut()
-            .filter(|(_, slot)| !(spare_lingering && slot.lingering))
-            .map(|(index, slot)| {
-                slot.cancelled = true;
-                TaskId {
-                    index,
-                    serial: slot.serial,
-                }
-            })
-            .collect();
-        for id in ids {
-            self.wake(id);
-        }
-    }
-
-    pub(crate) fn exit(&self) {
-        self.exiting.set(true);
-        let waiters: Vec<TaskId> = self
-            .tasks
-            .borrow_mut()
-            .iter_mut()
-            .filter(|(_, s)| s.exit_waiter)
-            .map(|(index, slot)| {
-                slot.exit_waiter = false;
-                TaskId {
-                    index,
-                    serial: slot.serial,
-                }
-            })
-            .collect();
-        for id in waiters {
-            self.wake(id);
-        }
-    }
-
-    pub(crate) fn is_exiting(&self) -> bool {
-        self.exiting.get()
-    }
-
-    fn set_flag(&self, id: TaskId, f: impl FnOnce(&mut Slot)) {
-        if let Some(slot) = self.tasks.borrow_mut().get_mut(id.index) {
-            if slot.serial == id.serial {
-                f(slot);
-            }
-        }
-    }
-
-    pub(crate) fn set_exit_waiter(&self, id: TaskId, on: bool) {
-        self.set_flag(id, |s| s.exit_waiter = on);
-    }
-
-    pub(crate) fn set_parked(&self, id: TaskId, on: bool) {
-        self.set_flag(id, |s| s.parked = on);
-    }
-
-    pub(crate) fn take_token(&self, id: TaskId) -> bool {
-        let mut t = false;
-        self.set_flag(id, |s| t = std::mem::take(&mut s.token));
-        t
-    }
-
-    /// One step of the loop; see [`Runtime::step`].
-    fn step(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        if self.stepping.get() || context::in_coroutine() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "copas: the loop cannot be stepped from inside a task or re-entrantly",
-            ));
-        }
-        self.stepping.set(true);
-        let _guard = StepGuard(&self.stepping);
-        self.steps.set(self.steps.get() + 1);
-
-        let mut busy = self.take_remote();
-        busy |= self.fire_timers();
-
-        let driver = self.driver.borrow().clone();
-        let runnable = !self.run_queue.borrow().is_empty() || self.main_woken.get();
-        let wait = if runnable {
-            Some(Duration::ZERO)
-        } else {
-            let next_timer = self
-                .timers
-                .borrow()
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            let shutdown = self
-                .shutdown_deadline
-                .get()
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            earliest_duration(earliest_duration(next_timer, timeout), shutdown)
-        };
-        // While tasks are runnable, the driver is polled (a system call) only every few
-        // steps, so tasks that yield to each other switch at memory speed yet I/O is
-        // still looked at often.
-        let skip_poll = runnable && self.busy_steps.get() < POLL_EVERY;
-        if skip_poll {
-            self.busy_steps.set(self.busy_steps.get() + 1);
-        } else if wait.is_some() || self.alive() {
-            // (With no timeout and nothing that could ever end the wait: no wait at all.)
-            self.busy_steps.set(0);
-            driver.before_park();
-            let mut woke = 0usize;
-            driver.park(wait, &mut |id| {
-                woke += 1;
-                self.wake(id);
-            })?;
-            busy |= woke > 0;
-            busy |= self.take_remote();
-            busy |= self.fire_timers();
-        }
-        if self
-            .shutdown_deadline
-            .get()
-            .is_some_and(|d| Instant::now() >= d)
-        {
-            self.shutdown_deadline.set(None);
-            self.cancel_all(true);
-            busy = true;
-        }
-        busy |= self.run_pass();
-        // Output written during the pass leaves now, not at the next step, which a
-        // program driving `step` may take much later.
-        driver.before_park();
-        Ok(busy)
-    }
-
-    fn take_remote(&self) -> bool {
-        let ids = self.remote.take();
-        let any = !ids.is_empty();
-        for id in ids {
-            self.unpark_local(id);
-        }
-        self.seam.take(self) || any
-    }
-
-    fn fire_timers(&self) -> bool {
-        if self.timers.borrow().is_empty() {
-            return false;
-        }
-        let now = Instant::now();
-        let mut any = false;
-        loop {
-            let due = self.timers.borrow_mut().pop_due(now);
-            let Some((_, action)) = due else { break };
-            any = true;
-            match action {
-                TimerAction::Wake(id) => {
-                    self.set_flag(id, |s| s.timed_out = true);
-                    self.wake(id);
-                }
-                TimerAction::Call(f) => f(),
-            }
-        }
-        any
-    }
-
-    /// Resumes every task that was runnable when the pass began.
-    fn run_pass(&self) -> bool {
-        let mut batch = std::mem::take(&mut *self.spare_queue.borrow_mut());
-        std::mem::swap(&mut batch, &mut *self.run_queue.borrow_mut());
-        let any = !batch.is_empty();
-        while let Some(id) = batch.pop_front() {
-            self.resume(id);
-        }
-        *self.spare_queue.borrow_mut() = batch;
-        any
-    }
-
-    fn resume(&self, id: TaskId) {
-        let (mut coro, input) = {
-            let mut tasks = self.tasks.borrow_mut();
-            let Some(slot) = tasks.get_mut(id.index) else {
-                return;
-            };
-            if slot.serial != id.serial || slot.state != State::Queued {
-                return;
-            }
-            let Some(coro) = slot.coro.take() else {
-                return;
-            };
-            slot.state = State::Running;
-            overflow::enter(
-                slot.guard,
-                slot.name.as_deref(),
-                slot.stack_size,
-                slot.serial,
-            );
-            // A task cancelled before it started never runs: it starts by unwinding.
-            let input = if slot.unwinding || (slot.cancelled && !coro.started()) {
-                Resume::Unwind
-            } else {
-                Resume::Run
-            };
-            (coro, input)
-        };
-        let prev = CURRENT_TASK.with(|c| c.replace(Some(id)));
-        BUDGET_LEFT.with(|b| b.set(BUDGET));
-        let result = coro.resume(input);
-        overflow::leave();
-        context::leave();
-        CURRENT_TASK.with(|c| c.set(prev));
-        match result {
-            CoroutineResult::Yield(()) => {
-                let mut tasks = self.tasks.borrow_mut();
-                let slot = &mut tasks[id.index];
-                slot.coro = Some(coro);
-                if slot.state == State::Running {
-                    slot.state = State::Suspended;
-                }
-            }
-            CoroutineResult::Return(()) => {
-                let slot = self.tasks.borrow_mut().remove(id.index);
-                let stack = coro.into_stack();
-                self.stacks.borrow_mut().give(stack);
-                drop(slot);
-            }
-        }
-    }
-
-    /// Names, through the error handler, the tasks that were spawned but never ran: the
-    /// thread exits without having run its loop since (`copas::spawn` from a thread that
-    /// never calls `run`).
-    fn report_lost(&self) {
-        let thread = std::thread::current();
-        let lost: Vec<TaskPanic> = self
-            .tasks
-            .borrow()
+        let stuck: Vec<&Rc<TaskCell>> = all
             .iter()
-            .filter(|(_, s)| !s.cancelled && s.coro.as_ref().is_some_and(|c| !c.started()))
-            .map(|(index, s)| TaskPanic {
-                task: TaskId {
-                    index,
-                    serial: s.serial,
-                },
-                name: s.name.clone(),
-                message: format!(
-                    "it was spawned on thread '{}', which exited without running its loop",
-                    thread.name().unwrap_or("<unnamed>")
-                ),
-                peer: None,
-                lost: true,
+            .filter(|c| {
+                c.state.get() == State::Suspended && !c.exit_waiter.get() && !c.wait_on().is_idle()
             })
             .collect();
-        let handler = self.error_handler.borrow().clone();
-        for info in lost {
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| match &handler {
-                Some(h) => h(&info),
-                None => eprintln!("copas: {info}"),
-            }));
+        if stuck.is_empty() {
+            return Ok(());
         }
+        let mut names = Vec::new();
+        for c in &stuck {
+            let wait = c.wait_on();
+            let mut what = format!("waits on {wait}");
+            if let Some(since) = c.since.get() {
+                let d = Instant::now().saturating_duration_since(since);
+                what.push_str(&format!(" for {}", report::short_duration(d)));
+            }
+            let who = match &c.name {
+                Some(n) => format!("task '{n}' ({})", c.id),
+                None => format!("task {}", c.id),
+            };
+            names.push(format!("{who} {what}"));
+            self.report(c, Problem::Deadlocked(wait), what);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Deadlock,
+            format!(
+                "copas: all tasks are asleep - deadlock! {}",
+                names.join("; ")
+            ),
+        ))
     }
 
     /// Unwinds every task; used when the thread's runtime is dropped.
     fn shutdown(&self) {
         self.shutting_down.set(true);
-        self.seam.close();
-        self.report_lost();
+        for spawn in self.remote.close() {
+            let info = TaskPanic {
+                task: TaskId::MAIN,
+                name: Some("remote spawn".into()),
+                message: "its runtime's thread ended before the closure could run".into(),
+                peer: None,
+                problem: Problem::RemoteSpawnLost,
+            };
+            report::deliver(self.handler_for(None), &info);
+            drop(spawn);
+        }
+        for c in self.tasks.all() {
+            let never_ran = c.coro.borrow().as_ref().is_some_and(|co| !co.started());
+            if never_ran && !c.cancelled.get() {
+                self.report(
+                    &c,
+                    Problem::NeverRan,
+                    "the thread's runtime was dropped before its loop ran the task".into(),
+                );
+            }
+        }
         // Bounded: a task that catches the unwind and spawns new tasks forever would
         // otherwise keep this going.
         for _ in 0..64 {
-            let ids: Vec<TaskId> = self
-                .tasks
-                .borrow_mut()
-                .iter_mut()
-                .map(|(index, slot)| {
-                    slot.unwinding = true;
-                    slot.cancelled = true;
-                    TaskId {
-                        index,
-                        serial: slot.serial,
-                    }
-                })
-                .collect();
-            if ids.is_empty() {
+            let all = self.tasks.all();
+            if all.is_empty() {
                 break;
             }
-            for id in ids {
-                self.wake(id);
+            for c in &all {
+                c.unwinding.set(true);
+                c.cancelled.set(true);
+                self.wake_cell(c);
             }
+            drop(all);
             self.run_pass();
         }
         let timers = self.timers.borrow_mut().clear();
         drop(timers);
-        let rest: Vec<Slot> = self.tasks.borrow_mut().drain().collect();
         // Coroutines still unfinished are force-unwound by corosensei as they drop.
-        drop(rest);
-    }
-}
-
-fn task_main<F, T>(id: TaskId, spec: TaskSpec, state: Rc<JoinState<T>>, f: F, first: Resume)
-where
-    F: FnOnce() -> T,
-{
-    let outcome = if first == Resume::Unwind {
-        drop(f);
-        Err(JoinError::Cancelled)
-    } else {
-        match panic::catch_unwind(AssertUnwindSafe(f)) {
-            Ok(v) => Ok(v),
-            Err(payload) if payload.is::<Unwinding>() => Err(JoinError::Cancelled),
-            Err(payload) => {
-                report_panic(id, &spec, payload.as_ref());
-                Err(JoinError::Panicked(payload))
-            }
-        }
-    };
-    *state.result.borrow_mut() = Some(outcome);
-    if let Some(w) = state.waiter.take() {
-        if let Some(rt) = Runtime::try_current() {
-            rt.shared.wake(w);
+        for c in self.tasks.drain() {
+            let coro = c.coro.borrow_mut().take();
+            drop(coro);
         }
     }
-}
-
-fn report_panic(id: TaskId, spec: &TaskSpec, payload: &(dyn Any + Send)) {
-    let info = TaskPanic {
-        task: id,
-        name: spec.name.clone(),
-        message: payload_str(payload)
-            .unwrap_or("<non-string payload>")
-            .to_owned(),
-        peer: spec.peer,
-        lost: false,
-    };
-    let handler = spec
-        .error_handler
-        .clone()
-        .or_else(|| Runtime::try_current().and_then(|rt| rt.shared.error_handler.borrow().clone()));
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| match handler {
-        Some(h) => h(&info),
-        None => eprintln!("copas: {info}"),
-    }));
-    if let Err(p) = outcome {
-        if !p.is::<Unwinding>() {
-            eprintln!(
-                "copas: the error handler panicked ({}) while reporting: {info}",
-                payload_str(p.as_ref()).unwrap_or("<non-string payload>")
-            );
-        }
-    }
-}
-
-/// Suspends the current task until it is woken (`Ok`), its `deadline` passes
-/// (`TimedOut`), or it is cancelled (an error for which `is_cancelled` holds).
-pub(crate) fn suspend(deadline: Option<Instant>) -> io::Result<()> {
-    // While the thread exits, destructors of unwound tasks may still try to block.
-    let rt = Runtime::try_current().ok_or_else(gone)?;
-    suspend_on(&rt, deadline)
-}
-
-/// The error of a call that needs the runtime while the thread exits and tears it down.
-pub(crate) fn gone() -> io::Error {
-    io::Error::other("copas: the runtime is not available while the thread exits")
-}
-
-pub(crate) fn suspend_on(rt: &Runtime, deadline: Option<Instant>) -> io::Result<()> {
-    suspend_inner(rt, deadline, false)
-}
-
-/// Suspends as [`suspend_on`]; with `requeue`, the task is put back in the run queue
-/// first (a yield), once it is known that it will really suspend.
-fn suspend_inner(rt: &Runtime, deadline: Option<Instant>, requeue: bool) -> io::Result<()> {
-    let shared = &*rt.shared;
-    if std::thread::panicking() {
-        return Err(error::panicking());
-    }
-    let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
-        let deadline = earliest(deadline, shared.main_scope_deadline.get());
-        return suspend_main(shared, deadline);
-    };
-    let deadline = {
-        let mut tasks = shared.tasks.borrow_mut();
-        let slot = &mut tasks[id.index];
-        if slot.unwinding {
-            drop(tasks);
-            panic::resume_unwind(Box::new(Unwinding));
-        }
-        if slot.cancelled {
-            return Err(crate::Cancelled.into());
-        }
-        let deadline = earliest(deadline, slot.scope_deadline);
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        slot.timed_out = false;
-        deadline
-    };
-    if requeue {
-        shared.wake(id);
-    }
-    let timer = deadline.map(|d| {
-        shared.sleeping.set(shared.sleeping.get() + 1);
-        shared.insert_timer(d, TimerAction::Wake(id))
-    });
-    let resumed = context::suspend();
-    if let Some(key) = timer {
-        shared.sleeping.set(shared.sleeping.get() - 1);
-        shared.remove_timer(key);
-    }
-    let (cancelled, timed_out) = {
-        let tasks = shared.tasks.borrow();
-        let slot = &tasks[id.index];
-        (slot.cancelled, slot.timed_out)
-    };
-    if resumed == Resume::Unwind {
-        panic::resume_unwind(Box::new(Unwinding));
-    }
-    if cancelled {
-        Err(crate::Cancelled.into())
-    } else if timed_out {
-        Err(io::ErrorKind::TimedOut.into())
-    } else {
-        Ok(())
-    }
-}
-
-fn earliest_duration(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Runs `f` so that every blocking copas call inside it fails with
-/// [`io::ErrorKind::TimedOut`] once `timeout` has passed (Copas `copas.timeout`). Scopes
-/// nest: an inner scope cannot extend an outer one. Calls that need not wait are not
-/// affected.
-///
-/// # Examples
-/// ```
-/// use std::time::Duration;
-/// let h = copas_core::spawn(|| {
-///     copas_core::with_timeout(Duration::from_millis(5), || {
-///         let slept = copas_core::sleep(Duration::from_secs(60));
-///         (slept, copas_core::park()) // the scope is over: the next wait fails at once
-///     })
-/// });
-/// let (slept, parked) = h.join().unwrap();
-/// assert_eq!(slept.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
-/// assert_eq!(parked.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
-/// ```
-pub fn with_timeout<R>(timeout: Duration, f: impl FnOnce() -> R) -> R {
-    let rt = Runtime::current();
-    let new = Instant::now().checked_add(timeout);
-    let id = current_task_id().filter(|_| context::in_coroutine());
-    let prev = match id {
-        Some(id) => rt.shared.tasks.borrow()[id.index].scope_deadline,
-        None => rt.shared.main_scope_deadline.get(),
-    };
-    let set = |d: Option<Instant>| match id {
-        Some(id) => rt.shared.set_flag(id, |s| s.scope_deadline = d),
-        None => rt.shared.main_scope_deadline.set(d),
-    };
-    set(earliest(prev, new));
-    struct Restore<F: Fn(Option<Instant>)>(F, Option<Instant>);
-    impl<F: Fn(Option<Instant>)> Drop for Restore<F> {
-        fn drop(&mut self) {
-            (self.0)(self.1);
-        }
-    }
-    let _restore = Restore(set, prev);
-    f()
-}
-
-/// Blocking outside any task: drive the loop until the caller is woken.
-fn suspend_main(shared: &Shared, deadline: Option<Instant>) -> io::Result<()> {
-    if shared.stepping.get() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "copas: cannot block outside a task while the loop is running",
-        ));
-    }
-    shared.main_woken.set(false);
-    loop {
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        shared.step(timeout)?;
-        if shared.main_woken.replace(false) {
-            return Ok(());
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        if deadline.is_none() && !shared.alive() {
-            return Err(io::Error::other(
-                "copas: nothing left to run could wake this blocking call",
-            ));
-        }
-    }
-}
-
-/// Counts one operation that completed without suspending, and yields once the task's
-/// budget is spent, so a task that always finds its data ready cannot starve the others.
-///
-/// The operation itself has succeeded, so this never fails: a cancellation or an expired
-/// [`with_timeout`] scope shows at the task's next real wait.
-pub fn cooperate() {
-    // The fast path is one thread-local decrement: this runs on every socket operation.
-    let spent = BUDGET_LEFT.with(|b| {
-        let left = b.get().saturating_sub(1);
-        b.set(left);
-        left == 0
-    });
-    if !spent {
-        return;
-    }
-    BUDGET_LEFT.with(|b| b.set(BUDGET));
-    let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
-        return;
-    };
-    let Some(rt) = Runtime::try_current() else {
-        return;
-    };
-    if !std::thread::panicking() {
-        rt.shared.wake(id);
-        if context::suspend() == Resume::Unwind {
-            panic::resume_unwind(Box::new(Unwinding));
-        }
-    }
-}
-
-/// Lets every other runnable task run once before the caller goes on (Copas `pause()`
-/// with no delay).
-///
-/// # Errors
-/// Fails if the task is cancelled, or during a panic. Outside a task it runs one step of
-/// the loop.
-pub fn yield_now() -> io::Result<()> {
-    let rt = Runtime::try_current().ok_or_else(gone)?;
-    match current_task_id().filter(|_| context::in_coroutine()) {
-        Some(_) => suspend_inner(&rt, None, true),
-        None => rt.shared.step(Some(Duration::ZERO)).map(drop),
-    }
-}
-
-/// Blocks the current task until [`Task::unpark`] is called for it (Copas
-/// `pauseforever` / `wakeup`). If an unpark came before, returns at once. A parked task
-/// does not keep [`run`] going.
-///
-/// # Errors
-/// Fails if the task is cancelled or during a panic; [`io::ErrorKind::Unsupported`]
-/// outside a task.
-pub fn park() -> io::Result<()> {
-    park_inner(None)
-}
-
-/// As [`park`], but returns `TimedOut` once `dur` has passed.
-///
-/// # Errors
-/// As [`park`], plus [`io::ErrorKind::TimedOut`].
-pub fn park_timeout(dur: Duration) -> io::Result<()> {
-    park_inner(Instant::now().checked_add(dur))
-}
-
-fn park_inner(deadline: Option<Instant>) -> io::Result<()> {
-    let rt = Runtime::try_current().ok_or_else(gone)?;
-    let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "copas: park outside a task",
-        ));
-    };
-    loop {
-        if rt.shared.take_token(id) {
-            return Ok(());
-        }
-        rt.shared.set_parked(id, true);
-        let r = suspend_on(&rt, deadline);
-        rt.shared.set_parked(id, false);
-        if rt.shared.take_token(id) {
-            return Ok(());
-        }
-        r?;
-    }
-}
-
-/// The task running now.
-///
-/// # Panics
-/// Panics outside a task; see [`try_current`].
-#[track_caller]
-pub fn current() -> Task {
-    match try_current() {
-        Some(t) => t,
-        None => panic!("copas: current() called outside a task"),
-    }
-}
-
-/// The task running now, or `None` outside any task.
-pub fn try_current() -> Option<Task> {
-    Runtime::try_current()?.shared.current_task()
-}
-
-/// Runs the current thread's runtime until there is nothing left to do (Copas `loop`); see
-/// [`Runtime::run`].
-///
-/// # Errors
-/// As [`Runtime::run`].
-pub fn run() -> io::Result<()> {
-    Runtime::current().run()
-}
-
-/// Whether the current thread's runtime has nothing left to do (Copas `finished`).
-pub fn is_finished() -> bool {
-    Runtime::current().is_finished()
-}
-
-/// Asks the loop to end (Copas `exit`): wakes every task in [`wait_for_exit`] and tells
-/// servers to stop accepting; [`run`] returns once the remaining work is done.
-pub fn exit() {
-    Runtime::current().shared.exit();
-}
-
-/// Whether [`exit`] was called during this [`run`] (Copas `exiting`).
-pub fn is_exiting() -> bool {
-    Runtime::current().shared.is_exiting()
-}
-
-/// Blocks the current task until [`exit`] is called, or the loop runs out of work and
-/// exits by itself (Copas `waitforexit`). Waiting here does not keep the loop going.
-///
-/// # Errors
-/// Fails if the task is cancelled or during a panic; `Unsupported` outside a task.
-pub fn wait_for_exit() -> io::Result<()> {
-    let rt = Runtime::try_current().ok_or_else(gone)?;
-    let Some(id) = current_task_id().filter(|_| context::in_coroutine()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "copas: wait_for_exit outside a task",
-        ));
-    };
-    while !rt.shared.is_exiting() {
-        rt.shared.set_exit_waiter(id, true);
-        let r = suspend_on(&rt, None);
-        rt.shared.set_exit_waiter(id, false);
-        r?;
-    }
-    Ok(())
-}
-
-/// Registers the current task to be woken (once) by [`exit`], without suspending it; it
-/// then suspends on something else (a server waiting for connections does this).
-#[doc(hidden)]
-pub fn wake_on_exit() {
-    if let Some(id) = current_task_id() {
-        Runtime::current().shared.set_exit_waiter(id, true);
-    }
-}
-
-/// Shuts down gracefully: [`exit`] now — servers stop accepting and
-/// [`wait_for_exit`] callers wake — then lets running tasks finish and buffered output
-/// drain for up to `grace`, and after that cancels every task that is left
-/// ([`cancel_all`]). [`run`] returns as soon as nothing is left, which may be well
-/// before `grace` has passed; the grace period itself does not keep the loop alive.
-///
-/// Output still buffered by streams dropped when their tasks are cancelled keeps being
-/// delivered for up to the streams' write timeout (or linger time), so no accepted byte
-/// is dropped silently.
-///
-/// # Examples
-/// ```
-/// use std::time::Duration;
-/// let h = copas_core::spawn(|| copas_core::sleep(Duration::from_secs(3600)));
-/// copas_core::spawn(|| copas_core::shutdown(Duration::from_millis(10)));
-/// copas_core::run().unwrap(); // returns after about 10 ms, not an hour
-/// assert!(copas_core::is_cancelled(&h.join().unwrap().unwrap_err()));
-/// ```
-pub fn shutdown(grace: Duration) {
-    let rt = Runtime::current();
-    rt.shared.exit();
-    let deadline = Instant::now().checked_add(grace);
-    rt.shared.shutdown_deadline.set(deadline);
-    if grace.is_zero() {
-        rt.shared.cancel_all(true);
-    }
-}
-
-/// Cancels every task of the current thread's runtime (Copas `cancelall`): their blocking
-/// calls fail with a cancellation error so they wind down, and [`exit`] is called. A later
-/// [`run`] works as usual.
-pub fn cancel_all() {
-    let rt = Runtime::current();
-    rt.shared.cancel_all(false);
-    rt.shared.exit();
 }

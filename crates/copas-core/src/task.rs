@@ -1,68 +1,31 @@
-//! Task identities, spawning, and join handles.
+//! Spawning ([`Builder`], [`spawn`]) and the handles to tasks ([`Task`],
+//! [`JoinHandle`]).
 //!
-//! A task is identified by its slot in the runtime's task slab plus a serial number that is
-//! never reused, so a stale [`TaskId`] (of a finished task whose slot was reused) matches
-//! nothing.
+//! Invariant: a task's record and coroutine are built here and handed to the runtime
+//! whole; the task's root ([`task_root`]) is the only writer of its join state's result.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::thread::ThreadId;
 
-use crate::runtime::{self, Remote, Runtime};
+use crate::context::{self, Resume};
+use crate::error::{payload_str, Unwinding};
+use crate::id::TaskId;
+use crate::join::{JoinError, JoinState};
+use corosensei::stack::Stack;
 
-/// The identity of a task, unique for the life of its runtime.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TaskId {
-    pub(crate) index: usize,
-    pub(crate) serial: u64,
-}
-
-impl TaskId {
-    /// The pseudo-task that stands for code running outside any task (the thread's own
-    /// stack) while it drives the loop from a blocking call.
-    pub(crate) const MAIN: TaskId = TaskId {
-        index: usize::MAX,
-        serial: 0,
-    };
-
-    pub(crate) fn is_main(self) -> bool {
-        self.index == usize::MAX
-    }
-
-    /// A number unique among this runtime's tasks (never reused).
-    pub fn as_u64(self) -> u64 {
-        self.serial
-    }
-
-    #[cfg(test)]
-    pub(crate) fn test_id(n: u64) -> TaskId {
-        TaskId {
-            index: n as usize,
-            serial: n + 1,
-        }
-    }
-}
-
-impl fmt::Debug for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_main() {
-            f.write_str("TaskId(main)")
-        } else {
-            write!(f, "TaskId({})", self.serial)
-        }
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.serial)
-    }
-}
+use crate::overflow;
+use crate::remote::Remote;
+use crate::report::{ErrorHandler, Problem, TaskPanic};
+use crate::runtime::{self, Runtime};
+use crate::slot::{Coro, State, TaskCell};
+use crate::suspend::{self, gone};
+use crate::wait::WaitOn;
 
 /// A handle to a task: its id, its name, and a way to wake it from [`park`](crate::park).
 ///
@@ -72,7 +35,6 @@ pub struct Task {
     pub(crate) id: TaskId,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) remote: Arc<Remote>,
-    pub(crate) thread: ThreadId,
 }
 
 impl Task {
@@ -90,13 +52,11 @@ impl Task {
     /// at once (Copas `wakeup`). Returns whether the task was parked right then (always
     /// `true` from another thread, where that cannot be known without a race).
     pub fn unpark(&self) -> bool {
-        if std::thread::current().id() == self.thread {
-            if let Some(rt) = Runtime::try_current() {
-                if Arc::ptr_eq(&rt.shared().remote, &self.remote) {
-                    return rt.shared().unpark_local(self.id);
-                }
-            }
-            false
+        if std::thread::current().id() == self.remote.thread {
+            runtime::with_existing(|shared| {
+                Arc::ptr_eq(&shared.remote, &self.remote) && shared.unpark_local(self.id)
+            })
+            .unwrap_or(false)
         } else {
             self.remote.push(self.id);
             true
@@ -113,153 +73,14 @@ impl fmt::Debug for Task {
     }
 }
 
-/// Why [`JoinHandle::join`] has no value to give.
-pub enum JoinError {
-    /// The task panicked; this is the panic's payload.
-    Panicked(Box<dyn Any + Send + 'static>),
-    /// The task was cancelled before it could finish, or the runtime shut down.
-    Cancelled,
-}
-
-impl JoinError {
-    /// Whether the task panicked.
-    pub fn is_panic(&self) -> bool {
-        matches!(self, JoinError::Panicked(_))
-    }
-
-    /// Whether the task was cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        matches!(self, JoinError::Cancelled)
-    }
-
-    /// The panic message, when the task panicked with a string.
-    pub fn panic_message(&self) -> Option<&str> {
-        match self {
-            JoinError::Panicked(p) => payload_str(p.as_ref()),
-            JoinError::Cancelled => None,
-        }
-    }
-
-    /// Resumes the task's panic on the current thread (as `std::panic::resume_unwind`).
-    ///
-    /// # Panics
-    /// Always panics: with the task's payload, or with a message if it was cancelled.
-    #[track_caller]
-    pub fn into_panic(self) -> ! {
-        match self {
-            JoinError::Panicked(p) => std::panic::resume_unwind(p),
-            JoinError::Cancelled => panic!("copas: joined task was cancelled"),
-        }
-    }
-}
-
-impl fmt::Debug for JoinError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::Panicked(_) => f
-                .debug_tuple("Panicked")
-                .field(&self.panic_message().unwrap_or("<non-string payload>"))
-                .finish(),
-            JoinError::Cancelled => f.write_str("Cancelled"),
-        }
-    }
-}
-
-impl fmt::Display for JoinError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::Panicked(_) => match self.panic_message() {
-                Some(m) => write!(f, "task panicked: {m}"),
-                None => f.write_str("task panicked"),
-            },
-            JoinError::Cancelled => f.write_str("task cancelled"),
-        }
-    }
-}
-
-impl std::error::Error for JoinError {}
-
-impl From<JoinError> for io::Error {
-    fn from(e: JoinError) -> io::Error {
-        match e {
-            JoinError::Cancelled => crate::Cancelled.into(),
-            other => io::Error::other(other.to_string()),
-        }
-    }
-}
-
-pub(crate) fn payload_str(p: &(dyn Any + Send)) -> Option<&str> {
-    p.downcast_ref::<&'static str>()
-        .copied()
-        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-}
-
-/// What an error handler is told about a task that panicked.
-#[derive(Debug, Clone)]
-pub struct TaskPanic {
-    pub(crate) task: TaskId,
-    pub(crate) name: Option<Arc<str>>,
-    pub(crate) message: String,
-    pub(crate) peer: Option<SocketAddr>,
-    /// Not a panic: the task was spawned but its thread exited without ever running it.
-    pub(crate) lost: bool,
-}
-
-impl TaskPanic {
-    /// Whether this reports a task that never ran (its thread exited without running the
-    /// loop after spawning it) rather than a panic.
-    pub fn is_lost(&self) -> bool {
-        self.lost
-    }
-
-    /// The task that panicked.
-    pub fn task(&self) -> TaskId {
-        self.task
-    }
-
-    /// Its name, if it had one.
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    /// The panic message (`"<non-string payload>"` when the payload was not a string).
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// For a connection handler, the address of the peer it was serving.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
-    }
-}
-
-impl fmt::Display for TaskPanic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.name {
-            Some(n) => write!(f, "task '{n}' ({})", self.task)?,
-            None => write!(f, "task {}", self.task)?,
-        }
-        if let Some(peer) = self.peer {
-            write!(f, " serving {peer}")?;
-        }
-        if self.lost {
-            write!(f, " never ran: {}", self.message)
-        } else {
-            write!(f, " panicked: {}", self.message)
-        }
-    }
-}
-
-/// A function told about every task panic (Copas `seterrorhandler`).
-pub type ErrorHandler = Rc<dyn Fn(&TaskPanic)>;
-
-pub(crate) struct JoinState<T> {
-    pub(crate) result: RefCell<Option<Result<T, JoinError>>>,
-    pub(crate) waiter: Cell<Option<TaskId>>,
-}
-
 /// An owned permission to wait for a task's result (Copas `addthread`'s coroutine, and its
-/// `future`). Dropping it detaches the task: it goes on running.
+/// `future`). Dropping it detaches the task: it goes on running, and if it then ends with
+/// an `Err` nobody can see, the error is reported to the error handler
+/// ([`Problem::Failed`](crate::Problem::Failed)) for the result types
+/// `Result<(), E>` with `E` one of [`io::Error`], `String`, `&'static str`,
+/// `Box<dyn Error>`, `Box<dyn Error + Send + Sync>`,
+/// [`SyncError`](crate::sync::SyncError) and [`JoinError`]. (Panics are reported whether
+/// the task is detached or not.)
 ///
 /// It is tied to the runtime's thread:
 /// ```compile_fail
@@ -267,7 +88,10 @@ pub(crate) struct JoinState<T> {
 /// needs_send(copas_core::spawn(|| 1));
 /// ```
 pub struct JoinHandle<T> {
-    pub(crate) task: Task,
+    pub(crate) id: TaskId,
+    pub(crate) name: Option<Arc<str>>,
+    /// Built on first use: it holds an `Arc` whose counting would cost every spawn.
+    pub(crate) task: std::cell::OnceCell<Task>,
     pub(crate) state: Rc<JoinState<T>>,
     pub(crate) runtime: Runtime,
 }
@@ -298,9 +122,9 @@ impl<T> JoinHandle<T> {
             if let Some(r) = self.state.result.borrow_mut().take() {
                 return r;
             }
-            let me = runtime::current_task_id().unwrap_or(TaskId::MAIN);
+            let me = crate::hooks::waiter_id();
             self.state.waiter.set(Some(me));
-            let r = runtime::suspend_on(&self.runtime, None);
+            let r = suspend::suspend_on(&self.runtime, WaitOn::Join(self.id), None);
             self.state.waiter.set(None);
             match r {
                 Ok(()) => {}
@@ -335,28 +159,44 @@ impl<T> JoinHandle<T> {
 
     /// The task this handle is for.
     pub fn task(&self) -> &Task {
-        &self.task
+        self.task.get_or_init(|| Task {
+            id: self.id,
+            name: self.name.clone(),
+            remote: self.runtime.shared().remote.clone(),
+        })
     }
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.task.id
+        self.id
     }
 
-    /// Cancels the task (Copas `removethread`): its current or next blocking call returns
-    /// an error for which [`is_cancelled`](crate::is_cancelled) holds, and so does every
-    /// later one, so the task winds down through its own error paths and its destructors
-    /// run. A task that has not started yet never runs. Cancelling a finished task does
-    /// nothing. Returns whether the task was still running.
+    /// Cancels the task (Copas `removethread`). Its current or next blocking call fails
+    /// with an error for which [`is_cancelled`](crate::is_cancelled) holds, so the task can
+    /// wind down through its own error paths. Any suspension after that one (a second
+    /// blocking call, a yield, [`cooperate`](crate::cooperate) at the end of its budget)
+    /// unwinds the task's stack instead, as Copas drops a removed coroutine: its
+    /// destructors run, and [`join`](JoinHandle::join) reports
+    /// [`JoinError::Cancelled`] (unless it returned first). So a task that ignores the
+    /// error and loops cannot keep the thread busy. A task that has not started yet never
+    /// runs. Cancelling a finished task does nothing. Returns whether the task was still
+    /// running.
     pub fn cancel(&self) -> bool {
-        self.runtime.shared().cancel(self.task.id)
+        self.runtime.shared().cancel(self.id)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        self.state.detached.set(true);
     }
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("task", &self.task)
+            .field("id", &self.id)
+            .field("name", &self.name)
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -443,30 +283,122 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let rt = Runtime::try_current().ok_or_else(runtime::gone)?;
+        let rt = Runtime::try_current().ok_or_else(gone)?;
         let shared = rt.shared();
         let size = self
             .stack_size
             .unwrap_or_else(|| shared.default_stack_size());
-        let state = Rc::new(JoinState {
-            result: RefCell::new(None),
-            waiter: Cell::new(None),
+        let state = Rc::new(JoinState::new());
+        let stack = shared.stacks.borrow_mut().take(size)?;
+        let guard = overflow::guard_range(stack.limit().get());
+        let id = shared.next_id();
+        let root_state = state.clone();
+        let coro = Coro::with_stack(stack, move |y, first: Resume| {
+            context::enter(y);
+            task_root(id, root_state, f, first);
         });
-        let spec = runtime::TaskSpec {
-            name: self.name.clone(),
-            stack_size: size,
+        // The record keeps the name alive for `overflow_info`, which points into its heap
+        // allocation.
+        let name = self.name.clone();
+        let overflow_info = overflow::TaskInfo::new(guard, name.as_deref(), size, id.serial);
+        let cell = Rc::new(TaskCell {
+            id,
+            coro: RefCell::new(Some(coro)),
+            name,
+            state: Cell::new(State::Queued),
+            overflow_info,
             error_handler: self.error_handler,
             peer: self.peer,
+            cancelled: Cell::new(false),
+            cancel_seen: Cell::new(false),
+            unwinding: Cell::new(false),
+            timed_out: Cell::new(false),
+            parked: Cell::new(false),
+            token: Cell::new(false),
+            exit_waiter: Cell::new(false),
             lingering: self.lingering,
-        };
-        let id = shared.spawn_task(spec, state.clone(), f)?;
-        let task = shared.task_handle(id, self.name);
+            scope_deadline: Cell::new(None),
+            wait: Cell::new(WaitOn::Nothing),
+            waiting: Cell::new(false),
+            since: Cell::new(None),
+        });
+        shared.insert_task(cell);
         Ok(JoinHandle {
-            task,
+            id,
+            name: self.name,
+            task: std::cell::OnceCell::new(),
             state,
             runtime: rt.clone(),
         })
     }
+}
+
+/// The root of every task's stack: runs the closure, keeps its outcome for `join`, wakes
+/// the joiner, and reports what nobody will see.
+fn task_root<F, T>(id: TaskId, state: Rc<JoinState<T>>, f: F, first: Resume)
+where
+    F: FnOnce() -> T,
+    T: 'static,
+{
+    let outcome = if first == Resume::Unwind {
+        drop(f);
+        Err(JoinError::Cancelled)
+    } else {
+        match panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(v) => Ok(v),
+            Err(payload) if payload.is::<Unwinding>() => Err(JoinError::Cancelled),
+            Err(payload) => {
+                let message = payload_str(payload.as_ref())
+                    .unwrap_or("<non-string payload>")
+                    .to_owned();
+                report_about(id, Problem::Panicked, message);
+                Err(JoinError::Panicked(payload))
+            }
+        }
+    };
+    if state.detached.get() {
+        if let Ok(v) = &outcome {
+            if let Some(message) = detached_error(v) {
+                report_about(id, Problem::Failed, message);
+            }
+        }
+    }
+    *state.result.borrow_mut() = Some(outcome);
+    if let Some(w) = state.waiter.take() {
+        context::with_current(|_, shared| shared.wake(w));
+    }
+}
+
+fn report_about(id: TaskId, problem: Problem, message: String) {
+    let Some(rt) = Runtime::try_current() else {
+        eprintln!("copas: task {id}: {message}");
+        return;
+    };
+    match rt.shared().tasks.get(id) {
+        Some(cell) => rt.shared().report(&cell, problem, message),
+        None => eprintln!("copas: task {id}: {message}"),
+    }
+}
+
+/// The text of a detached task's error, if its result is one of the `Result` types
+/// recognised: `Result<(), E>` for `E` = [`io::Error`], `String`, `&'static str`,
+/// `Box<dyn Error>`, `Box<dyn Error + Send + Sync>`, [`SyncError`](crate::sync::SyncError)
+/// and [`JoinError`](crate::JoinError).
+pub(crate) fn detached_error(value: &dyn Any) -> Option<String> {
+    fn err<E: 'static>(v: &dyn Any, show: impl Fn(&E) -> String) -> Option<Option<String>> {
+        v.downcast_ref::<Result<(), E>>()
+            .map(|r| r.as_ref().err().map(&show))
+    }
+    type DynErr = Box<dyn std::error::Error>;
+    type DynErrSend = Box<dyn std::error::Error + Send + Sync>;
+    err::<io::Error>(value, ToString::to_string)
+        .or_else(|| err::<String>(value, Clone::clone))
+        .or_else(|| err::<&'static str>(value, |s| (*s).to_owned()))
+        .or_else(|| err::<DynErr>(value, ToString::to_string))
+        .or_else(|| err::<DynErrSend>(value, ToString::to_string))
+        .or_else(|| err::<crate::sync::SyncError>(value, ToString::to_string))
+        .or_else(|| err::<crate::JoinError>(value, ToString::to_string))
+        .flatten()
 }
 
 /// Spawns a task running `f` on the current thread's runtime (Copas `addthread`).

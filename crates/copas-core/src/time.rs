@@ -1,96 +1,16 @@
-//! The timer queue, and the sleeping functions built on it.
+//! Sleeping, and [`Timer`]: callbacks run by the loop, built on the timer queue.
 //!
-//! Timers are exact: an entry fires at the first loop step whose clock reads at or after
-//! its deadline, never before. Entries with equal deadlines fire in the order they were
-//! armed, because the key is `(deadline, sequence number)`.
+//! Invariant: a [`Timer`] has at most one firing in flight — an armed queue entry, or a
+//! callback task spawned or running — so its callback never runs concurrently with
+//! itself; a recurring timer arms its next firing only when its callback task ends.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::runtime::{self, Runtime};
-use crate::task::TaskId;
-
-/// Identifies one armed timer entry; used to disarm it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct TimerKey {
-    deadline: Instant,
-    seq: u64,
-}
-
-/// What an expired timer does.
-pub(crate) enum TimerAction {
-    /// Wake a suspended task and tell it its deadline passed.
-    Wake(TaskId),
-    /// Run a callback (used by [`crate::Timer`]); it spawns whatever it needs.
-    Call(Box<dyn FnOnce()>),
-}
-
-/// A deadline-ordered set of timer entries.
-#[derive(Default)]
-pub(crate) struct TimerQueue {
-    entries: BTreeMap<TimerKey, TimerAction>,
-    next_seq: u64,
-}
-
-impl TimerQueue {
-    pub(crate) fn insert(&mut self, deadline: Instant, action: TimerAction) -> TimerKey {
-        let key = TimerKey {
-            deadline,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        self.entries.insert(key, action);
-        key
-    }
-
-    pub(crate) fn remove(&mut self, key: TimerKey) -> Option<TimerAction> {
-        self.entries.remove(&key)
-    }
-
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.entries.keys().next().map(|k| k.deadline)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Removes and returns the earliest entry if it is due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, TimerAction)> {
-        let first = self.entries.first_entry()?;
-        if first.key().deadline <= now {
-            Some(first.remove_entry())
-        } else {
-            None
-        }
-    }
-
-    /// Removes the `Call` entries (the `Timer`s), leaving tasks' deadlines armed.
-    pub(crate) fn remove_callbacks(&mut self) -> Vec<TimerAction> {
-        let keys: Vec<TimerKey> = self
-            .entries
-            .iter()
-            .filter(|(_, a)| matches!(a, TimerAction::Call(_)))
-            .map(|(k, _)| *k)
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| self.entries.remove(&k))
-            .collect()
-    }
-
-    pub(crate) fn contains(&self, key: TimerKey) -> bool {
-        self.entries.contains_key(&key)
-    }
-
-    pub(crate) fn clear(&mut self) -> Vec<TimerAction> {
-        std::mem::take(&mut self.entries).into_values().collect()
-    }
-}
+use crate::runtime::Runtime;
+use crate::suspend;
+use crate::timer_queue::{TimerAction, TimerKey};
+use crate::wait::WaitOn;
 
 /// Puts the current task to sleep for at least `dur` (Copas `pause`).
 ///
@@ -115,7 +35,7 @@ pub fn sleep(dur: Duration) -> io::Result<()> {
         Some(deadline) => sleep_until(deadline),
         // Far beyond any clock: sleep until cancelled.
         None => loop {
-            runtime::suspend(None)?;
+            suspend::suspend(WaitOn::Other("sleep forever"), None)?;
         },
     }
 }
@@ -130,7 +50,7 @@ pub fn sleep_until(deadline: Instant) -> io::Result<()> {
         return crate::yield_now();
     }
     loop {
-        match runtime::suspend(Some(deadline)) {
+        match suspend::suspend(WaitOn::Sleep { until: deadline }, Some(deadline)) {
             // A `with_timeout` scope may end before the sleep does: that is an error.
             Err(e) if e.kind() == io::ErrorKind::TimedOut && Instant::now() >= deadline => {
                 return Ok(())
@@ -146,10 +66,14 @@ pub fn sleep_until(deadline: Instant) -> io::Result<()> {
 /// A one-shot or recurring callback run by the loop (Copas `copas.timer`).
 ///
 /// Each firing runs the callback in a fresh task, so it may block (sleep, do I/O); a panic
-/// goes to the runtime's error handler and a recurring timer keeps running. A recurring
-/// timer's firings are scheduled from its first deadline in whole periods, so they do not
-/// drift by the callback's run time; a firing that is more than one period late is skipped
-/// rather than run in a burst.
+/// goes to the runtime's error handler and a recurring timer keeps running.
+///
+/// A callback never runs concurrently with itself. A recurring timer arms its next firing
+/// when the callback returns (as a Copas recurring timer re-arms after its callback), at
+/// the first whole period after its previous deadline that is still ahead: a callback
+/// shorter than the period does not make the timer drift, and one that runs longer than
+/// the period skips the firings it overran instead of overlapping them or running them in
+/// a burst. (A 50 ms interval whose callback takes 200 ms runs it at 50, 300, 550 ms…)
 ///
 /// Dropping the `Timer` does not cancel it; call [`Timer::cancel`].
 #[derive(Debug, Clone)]
@@ -164,6 +88,12 @@ struct TimerInner {
     epoch: std::cell::Cell<u64>,
     /// Callback tasks of the current epoch spawned but not started yet.
     starting: std::cell::Cell<usize>,
+    /// The callback of the current epoch is running.
+    running: std::cell::Cell<bool>,
+    /// The epoch the running callback started in: it re-arms only if still current.
+    running_epoch: std::cell::Cell<u64>,
+    /// A callback task waiting for the running one to end.
+    next: std::cell::RefCell<Option<crate::Task>>,
     period: std::cell::Cell<Option<Duration>>,
     callback: std::rc::Rc<dyn Fn(&Timer)>,
     runtime: Runtime,
@@ -218,6 +148,9 @@ impl Timer {
                 armed: std::cell::Cell::new(None),
                 epoch: std::cell::Cell::new(0),
                 starting: std::cell::Cell::new(0),
+                running: std::cell::Cell::new(false),
+                running_epoch: std::cell::Cell::new(0),
+                next: std::cell::RefCell::new(None),
                 period: std::cell::Cell::new(period),
                 callback: std::rc::Rc::new(f),
                 runtime: Runtime::current(),
@@ -265,9 +198,14 @@ impl Timer {
     }
 
     /// Whether a firing is pending ([`cancel_all`](crate::cancel_all) drops pending
-    /// firings too).
+    /// firings too). A recurring timer whose callback is running counts as armed: it
+    /// re-arms when the callback returns.
     pub fn is_armed(&self) -> bool {
-        self.armed_key().is_some() || self.inner.starting.get() > 0
+        self.armed_key().is_some()
+            || self.inner.starting.get() > 0
+            || (self.inner.running.get()
+                && self.inner.period.get().is_some()
+                && self.inner.running_epoch.get() == self.inner.epoch.get())
     }
 
     /// The key of the pending firing, if its entry is still in the timer queue.
@@ -293,37 +231,74 @@ impl Timer {
 
     fn fire(&self, deadline: Instant) {
         self.inner.armed.set(None);
-        if let Some(period) = self.inner.period.get() {
-            // Next firing counted from this one's deadline, not from now: no drift. Skip
-            // the periods that are already past instead of firing a burst.
-            let now = Instant::now();
-            let mut next = deadline.checked_add(period).unwrap_or_else(far_future);
-            if next <= now {
-                let behind = now.duration_since(deadline).as_nanos() / period.as_nanos();
-                let skip = u32::try_from(behind).unwrap_or(u32::MAX);
-                next = deadline
-                    .checked_add(period.saturating_mul(skip.saturating_add(1)))
-                    .unwrap_or_else(far_future);
-            }
-            self.arm_at(next);
-        }
         let firing = Firing::new(self.clone());
         let cb = self.inner.callback.clone();
-        let mut builder = crate::Builder::new();
-        if let Some(name) = &self.inner.name {
-            builder = builder.name(name.to_string());
-        } else {
-            builder = builder.name("timer".to_string());
-        }
-        if let Err(e) = builder.spawn(move || {
-            let current = firing.is_current();
-            let me = firing.timer.clone();
-            drop(firing);
-            if current {
-                cb(&me);
+        let name = self.inner.name.as_deref().unwrap_or("timer").to_owned();
+        if let Err(e) = crate::Builder::new().name(name).spawn(move || {
+            if !firing.is_current() {
+                return;
             }
+            let me = firing.timer.clone();
+            // A callback started by an `arm` from inside the previous one waits for it.
+            while me.inner.running.get() {
+                me.inner.next.replace(Some(crate::current()));
+                if crate::park().is_err() {
+                    return;
+                }
+            }
+            if !firing.is_current() {
+                return;
+            }
+            firing.started();
+            // Re-arms when the callback ends, also if it panics.
+            let _rearm = Rearm {
+                timer: me.clone(),
+                epoch: me.inner.epoch.get(),
+                deadline,
+            };
+            cb(&me);
         }) {
             eprintln!("copas: cannot start a timer callback: {e}");
+        }
+    }
+
+    /// The first whole period after `deadline` that is still ahead.
+    fn next_after(deadline: Instant, period: Duration) -> Instant {
+        let now = Instant::now();
+        let mut next = deadline.checked_add(period).unwrap_or_else(far_future);
+        if next <= now {
+            let behind = now.duration_since(deadline).as_nanos() / period.as_nanos();
+            let skip = u32::try_from(behind).unwrap_or(u32::MAX);
+            next = deadline
+                .checked_add(period.saturating_mul(skip.saturating_add(1)))
+                .unwrap_or_else(far_future);
+        }
+        next
+    }
+}
+
+/// Arms a recurring timer's next firing when its callback task ends — unless `cancel`,
+/// `arm` or a cancellation of the task came in between.
+struct Rearm {
+    timer: Timer,
+    epoch: u64,
+    deadline: Instant,
+}
+
+impl Drop for Rearm {
+    fn drop(&mut self) {
+        let inner = &self.timer.inner;
+        inner.running.set(false);
+        if let Some(next) = inner.next.take() {
+            next.unpark();
+        }
+        let cancelled =
+            crate::context::with_current(|cell, _| cell.cancelled.get()).unwrap_or(true);
+        if cancelled || inner.epoch.get() != self.epoch || inner.armed.get().is_some() {
+            return;
+        }
+        if let Some(period) = inner.period.get() {
+            self.timer.arm_at(Timer::next_after(self.deadline, period));
         }
     }
 }
@@ -336,6 +311,15 @@ struct Firing {
 }
 
 impl Firing {
+    /// The callback starts: the firing is no longer pending but running.
+    fn started(self) {
+        if self.is_current() {
+            let inner = &self.timer.inner;
+            inner.running.set(true);
+            inner.running_epoch.set(inner.epoch.get());
+        }
+    }
+
     fn new(timer: Timer) -> Firing {
         let inner = &timer.inner;
         inner.starting.set(inner.starting.get() + 1);
@@ -363,37 +347,4 @@ impl Drop for Firing {
 fn far_future() -> Instant {
     // About 30 years: beyond any real deadline, far from overflow.
     Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pops_in_deadline_then_insertion_order() {
-        let mut q = TimerQueue::default();
-        let t0 = Instant::now();
-        let ids: Vec<TaskId> = (0..4).map(TaskId::test_id).collect();
-        q.insert(t0 + Duration::from_millis(20), TimerAction::Wake(ids[0]));
-        q.insert(t0 + Duration::from_millis(10), TimerAction::Wake(ids[1]));
-        q.insert(t0 + Duration::from_millis(10), TimerAction::Wake(ids[2]));
-        let k = q.insert(t0 + Duration::from_millis(5), TimerAction::Wake(ids[3]));
-        assert!(q.remove(k).is_some());
-        assert_eq!(q.next_deadline(), Some(t0 + Duration::from_millis(10)));
-        assert!(q.pop_due(t0 + Duration::from_millis(9)).is_none());
-        let mut order = Vec::new();
-        while let Some((_, TimerAction::Wake(id))) = q.pop_due(t0 + Duration::from_millis(20)) {
-            order.push(id);
-        }
-        assert_eq!(order, vec![ids[1], ids[2], ids[0]]);
-        assert!(q.is_empty());
-    }
-
-    #[test]
-    fn due_exactly_at_deadline() {
-        let mut q = TimerQueue::default();
-        let t = Instant::now();
-        q.insert(t, TimerAction::Wake(TaskId::test_id(1)));
-        assert!(q.pop_due(t).is_some());
-    }
 }

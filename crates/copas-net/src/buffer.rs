@@ -104,7 +104,9 @@ impl ReadBuffer {
     /// Discards `n` bytes from the front (for `BufRead::consume`).
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.buf.len());
-        let _ = self.buf.split_to(n);
+        // `advance` moves the start of the view; `split_to` would build a second handle
+        // on the allocation (and allocate its shared header) only to drop it.
+        bytes::Buf::advance(&mut self.buf, n);
         self.scanned = self.scanned.saturating_sub(n);
     }
 

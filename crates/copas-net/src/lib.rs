@@ -2,7 +2,8 @@
 //! elsewhere) that plugs into
 //! copas-core's scheduler, buffered [`TcpStream`]s whose calls suspend the task instead of
 //! blocking the thread, [`TcpListener`], servers ([`add_server`]), UDP, and readiness for
-//! any other descriptor ([`Fd`] for one copas owns, [`Registration`] for a raw one).
+//! any other descriptor ([`Fd`] for one copas owns, [`Registration`] for a raw one),
+//! child processes ([`process`]), and one runtime per core ([`Threads`]).
 //!
 //! ```
 //! use copas_net::TcpStream;
@@ -31,13 +32,16 @@
 //! ```
 //!
 //! # Threads
-//! The reactor, like the runtime, belongs to one thread; sockets are `!Send`. Run one
-//! runtime per thread to use more cores.
+//! The reactor, like the runtime, belongs to one thread; sockets are `!Send`. To use more
+//! cores, [`Threads`] runs one runtime per thread, each with its own `SO_REUSEPORT`
+//! listener on one address ([`ThreadContext::listener`]); see its docs for exit,
+//! shutdown, panics and per-thread stats.
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod buffer;
 mod fd;
 mod listener;
+pub mod process;
 mod reactor;
 mod registration;
 mod server;
@@ -45,6 +49,9 @@ mod shared;
 mod source;
 mod sys;
 mod tcp;
+mod threads;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod udp;
 
 pub use bytes::Bytes;
@@ -57,6 +64,7 @@ pub use tcp::{
     ReadHalf, ReuniteError, TcpStream, WriteHalf, DEFAULT_LINGER, DEFAULT_MAX_LINE,
     DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER,
 };
+pub use threads::{GroupError, GroupHandle, ThreadContext, ThreadFailure, ThreadGroup, Threads};
 pub use udp::{add_udp_server, UdpServer, UdpSocket, MAX_DATAGRAM};
 
 /// Not public API: a thin wrapper over the read buffer's framing so that the fuzz target

@@ -44,6 +44,27 @@ impl TcpListener {
     /// # Errors
     /// The bind error of the last address tried.
     pub fn bind_with_backlog(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+        TcpListener::bind_opts(addr, backlog, false)
+    }
+
+    /// As [`bind`](TcpListener::bind), with `SO_REUSEPORT` set as well, so that several
+    /// listeners (one per thread, see [`Threads`](crate::Threads)) can bind the same
+    /// address, each of them with `SO_REUSEPORT`. Linux spreads incoming connections over
+    /// them by a hash of the connection's addresses and ports; other systems differ (some
+    /// give every connection to one listener).
+    ///
+    /// # Errors
+    /// The bind error of the last address tried (`AddrInUse` when a listener without
+    /// `SO_REUSEPORT`, or of another user, holds the address).
+    pub fn bind_reuse_port(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        TcpListener::bind_opts(addr, DEFAULT_BACKLOG, true)
+    }
+
+    fn bind_opts(
+        addr: impl ToSocketAddrs,
+        backlog: u32,
+        reuse_port: bool,
+    ) -> io::Result<TcpListener> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         each_addr(addr, |a| {
             let socket = socket2::Socket::new(
@@ -52,6 +73,9 @@ impl TcpListener {
                 Some(socket2::Protocol::TCP),
             )?;
             socket.set_reuse_address(true)?;
+            if reuse_port {
+                socket.set_reuse_port(true)?;
+            }
             socket.bind(&a.into())?;
             socket.listen(backlog)?;
             Ok(std::net::TcpListener::from(socket))

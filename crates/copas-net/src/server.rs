@@ -181,6 +181,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Makes a TLS server: each connection runs the server handshake with `config` (under
+    /// a handshake timeout) before its handler gets a
+    /// [`TlsStream`](crate::tls::TlsStream). Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls(self, config: std::sync::Arc<rustls::ServerConfig>) -> crate::tls::TlsServerBuilder {
+        crate::tls::TlsServerBuilder::new(self, config)
+    }
+
+    /// The line limit given to accepted connections, if set.
+    #[cfg(feature = "tls")]
+    pub(crate) fn line_limit(&self) -> Option<usize> {
+        self.max_line
+    }
+
     /// Starts serving: binds or takes the listener and spawns the accept task. Each
     /// accepted connection runs `handler` in a task of its own.
     ///

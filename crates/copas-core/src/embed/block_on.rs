@@ -136,7 +136,7 @@ impl Wake for MainWaker {
 }
 
 fn outside_task<F: Future + ?Sized>(mut fut: std::pin::Pin<&mut F>) -> io::Result<F::Output> {
-    let rt = Runtime::try_current().ok_or_else(crate::runtime::gone)?;
+    let rt = Runtime::try_current().ok_or_else(crate::suspend::gone)?;
     let state = Arc::new(MainWaker {
         woken: AtomicBool::new(false),
         handle: rt.handle(),

@@ -2,8 +2,8 @@
 //! ([`block_on`]), the offload pool ([`unblock`]), remote spawns on a [`Handle`]
 //! ([`RemoteJoinHandle`]), and a runtime on a thread of its own ([`RuntimeThread`]).
 //!
-//! Everything here is built on the public scheduler API plus the remote seam
-//! (`remote_seam.rs`): a waiting task parks with a [`KeepAlive`](crate::hooks::KeepAlive)
+//! Everything here is built on the public scheduler API plus the cross-thread inbox
+//! (`remote.rs`: [`Handle::spawn_boxed`](crate::Handle::spawn_boxed), remote exit): a waiting task parks with a [`KeepAlive`](crate::hooks::KeepAlive)
 //! guard and is woken from any thread with [`Task::unpark`](crate::Task::unpark); code
 //! outside a task drives the loop and is woken through a remote spawn.
 

@@ -114,7 +114,7 @@ impl RuntimeThread {
         match self.thread.join() {
             Ok(r) => r,
             Err(payload) => {
-                let msg = crate::task::payload_str(payload.as_ref())
+                let msg = crate::error::payload_str(payload.as_ref())
                     .unwrap_or("<non-string payload>")
                     .to_owned();
                 Err(io::Error::other(format!(
@@ -126,7 +126,7 @@ impl RuntimeThread {
     }
 }
 
-/// Resolves `host_port` ("example.com:80", "[::1]:80", "127.0.0.1:80") to socket
+/// Resolves `host_port` (`"example.com:80"`, `"[::1]:80"`, `"127.0.0.1:80"`) to socket
 /// addresses without blocking the loop: a literal IP address is parsed in place; a host
 /// name is looked up by the system resolver on an [`unblock`](crate::unblock) worker while
 /// the task is suspended.

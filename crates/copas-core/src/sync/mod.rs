@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 pub use channel::{
     channel, Receiver, RecvError, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError,
 };
+
+use crate::wait::WaitOn;
+
 pub use mutex::{Mutex, MutexGuard};
 pub use queue::Queue;
 pub use semaphore::{Semaphore, SemaphorePermit};
@@ -80,8 +83,8 @@ impl From<SyncError> for io::Error {
 }
 
 /// Turns the result of a suspension into a `SyncError`.
-pub(crate) fn wait(deadline: Option<Instant>) -> Result<(), SyncError> {
-    crate::runtime::suspend(deadline).map_err(|e| {
+pub(crate) fn wait(on: WaitOn, deadline: Option<Instant>) -> Result<(), SyncError> {
+    crate::suspend::suspend(on, deadline).map_err(|e| {
         if e.kind() == io::ErrorKind::TimedOut {
             SyncError::TimedOut
         } else if crate::is_cancelled(&e) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::{deadline_after, wait, SyncError};
 use crate::hooks;
+use crate::wait::WaitOn;
 use crate::{Runtime, TaskId};
 
 /// A mutual-exclusion lock for tasks: [`lock`](Mutex::lock) suspends the task (not the
@@ -114,7 +115,7 @@ impl<T> Mutex<T> {
         let deadline = timeout.and_then(deadline_after);
         self.waiters.borrow_mut().push_back(me);
         loop {
-            let r = wait(deadline);
+            let r = wait(WaitOn::Mutex, deadline);
             if self.owner.get() == Some(me) {
                 // Handed over to us, possibly just as we timed out: take it.
                 return Ok(self.guard(me));

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{deadline_after, wait, SyncError};
 use crate::hooks;
+use crate::wait::WaitOn;
 use crate::{Builder, JoinHandle, Runtime, TaskId};
 
 struct Popper<T> {
@@ -180,7 +181,7 @@ impl<T: 'static> Queue<T> {
             slot: slot.clone(),
         });
         loop {
-            let r = wait(deadline);
+            let r = wait(WaitOn::Queue, deadline);
             if let Some(item) = slot.borrow_mut().take() {
                 self.after_pop();
                 return Ok(item);
@@ -289,7 +290,7 @@ impl<T: 'static> Queue<T> {
                 return true;
             }
             self.inner.finishers.borrow_mut().push(me);
-            let r = wait(deadline);
+            let r = wait(WaitOn::QueueDrain, deadline);
             self.inner.finishers.borrow_mut().retain(|id| *id != me);
             if r.is_err() {
                 return self.is_empty()

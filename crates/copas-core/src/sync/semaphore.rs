@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::{deadline_after, wait, SyncError};
 use crate::hooks;
+use crate::wait::WaitOn;
 use crate::{Runtime, TaskId};
 
 struct Waiter {
@@ -130,7 +131,7 @@ impl Semaphore {
             granted: granted.clone(),
         });
         loop {
-            let r = wait(deadline);
+            let r = wait(WaitOn::Semaphore, deadline);
             if granted.get() {
                 return Ok(self.permit(n));
             }

@@ -1,0 +1,345 @@
+//! Suspension and wake-ups: how a blocking call parks its task, and how anything makes a
+//! task runnable again.
+//!
+//! Invariants:
+//! - A suspended task is resumed only after a wake-up (which may be spurious: callers
+//!   re-check their condition); its wait timer is disarmed when it resumes.
+//! - Cancellation: the first blocking call after [`JoinHandle::cancel`] (or the one it
+//!   interrupts) fails with [`Cancelled`](crate::Cancelled); any suspension after that
+//!   one — a blocking call, a yield, [`cooperate`](crate::cooperate) running out of budget
+//!   — unwinds the task's stack instead, so a task that ignores the error cannot keep the
+//!   loop busy. Unwinding runs destructors and makes `join` report `Cancelled`.
+//! - While the thread is panicking, nothing suspends (blocking calls fail).
+//!
+//! [`JoinHandle::cancel`]: crate::JoinHandle::cancel
+
+use std::io;
+use std::panic;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::context::{self, Resume};
+use crate::error::{self, Unwinding};
+use crate::id::TaskId;
+use crate::runtime::{Runtime, Shared};
+use crate::slot::{State, TaskCell};
+use crate::timer_queue::TimerAction;
+use crate::wait::WaitOn;
+
+impl Shared {
+    /// Makes a suspended task runnable. Waking a queued task does nothing; waking the
+    /// running task queues it for the next pass (that is how `yield_now` works). Stale
+    /// ids are ignored.
+    pub(crate) fn wake(&self, id: TaskId) {
+        if id.is_main() {
+            self.main_woken.set(true);
+            return;
+        }
+        if let Some(cell) = self.tasks.get(id) {
+            self.wake_cell(&cell);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn wake_cell(&self, cell: &Rc<TaskCell>) {
+        match cell.state.get() {
+            State::Queued | State::Done => {}
+            State::Running | State::Suspended => {
+                cell.state.set(State::Queued);
+                self.run_queue.borrow_mut().push_back(cell.clone());
+            }
+        }
+    }
+
+    pub(crate) fn unpark_local(&self, id: TaskId) -> bool {
+        let Some(cell) = self.tasks.get(id) else {
+            return false;
+        };
+        cell.token.set(true);
+        let was_parked = cell.parked.get();
+        if was_parked {
+            self.wake_cell(&cell);
+        }
+        was_parked
+    }
+
+    pub(crate) fn cancel(&self, id: TaskId) -> bool {
+        let Some(cell) = self.tasks.get(id) else {
+            return false;
+        };
+        cell.cancelled.set(true);
+        if cell.state.get() == State::Suspended {
+            self.wake_cell(&cell);
+        }
+        true
+    }
+
+    /// Cancels every task and drops every `Timer` callback (Copas `cancelall`).
+    /// With `spare_lingering`, tasks delivering dropped streams' output are left to finish
+    /// (they end by their own deadline).
+    pub(crate) fn cancel_all(&self, spare_lingering: bool) {
+        let callbacks = self.timers.borrow_mut().remove_callbacks();
+        drop(callbacks);
+        for cell in self.tasks.all() {
+            if spare_lingering && cell.lingering {
+                continue;
+            }
+            cell.cancelled.set(true);
+            if cell.state.get() == State::Suspended {
+                self.wake_cell(&cell);
+            }
+        }
+    }
+
+    pub(crate) fn exit(&self) {
+        self.exiting.set(true);
+        for cell in self.tasks.all() {
+            if cell.exit_waiter.replace(false) {
+                self.wake_cell(&cell);
+            }
+        }
+    }
+
+    pub(crate) fn is_exiting(&self) -> bool {
+        self.exiting.get()
+    }
+}
+
+/// The error of a call that needs the runtime while the thread exits and tears it down.
+pub(crate) fn gone() -> io::Error {
+    io::Error::other("copas: the runtime is not available while the thread exits")
+}
+
+/// Suspends the current task until it is woken (`Ok`), its `deadline` passes
+/// (`TimedOut`), or it is cancelled (an error for which `is_cancelled` holds). Outside a
+/// task, drives the loop until the caller (the main pseudo-task) is woken.
+pub(crate) fn suspend(wait: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
+    if let Some(r) =
+        context::with_current(|cell, shared| suspend_task(shared, cell, wait, deadline, false))
+    {
+        return r;
+    }
+    // While the thread exits, destructors of unwound tasks may still try to block.
+    let rt = Runtime::try_current().ok_or_else(gone)?;
+    suspend_main_on(rt.shared(), deadline)
+}
+
+/// As [`suspend`], on the given runtime (the current thread's).
+pub(crate) fn suspend_on(rt: &Runtime, wait: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
+    if let Some(r) =
+        context::with_current(|cell, shared| suspend_task(shared, cell, wait, deadline, false))
+    {
+        return r;
+    }
+    suspend_main_on(rt.shared(), deadline)
+}
+
+fn suspend_main_on(shared: &Shared, deadline: Option<Instant>) -> io::Result<()> {
+    if std::thread::panicking() {
+        return Err(error::panicking());
+    }
+    let deadline = earliest(deadline, shared.main_scope_deadline.get());
+    suspend_main(shared, deadline)
+}
+
+/// Suspends the running task `cell`; with `requeue`, the task is put back in the run
+/// queue first (a yield), once it is known that it will really suspend.
+#[inline]
+pub(crate) fn suspend_task(
+    shared: &Shared,
+    cell: &Rc<TaskCell>,
+    wait: WaitOn,
+    deadline: Option<Instant>,
+    requeue: bool,
+) -> io::Result<()> {
+    if std::thread::panicking() {
+        return Err(error::panicking());
+    }
+    if cell.unwinding.get() || cell.cancel_seen.get() {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.cancelled.get() {
+        cell.cancel_seen.set(true);
+        return Err(crate::Cancelled.into());
+    }
+    let deadline = earliest(deadline, cell.scope_deadline.get());
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    cell.timed_out.set(false);
+    if requeue {
+        shared.wake_cell(cell);
+    }
+    let timer = deadline.map(|d| {
+        shared.sleeping.set(shared.sleeping.get() + 1);
+        shared.insert_timer(d, TimerAction::Wake(cell.id))
+    });
+    // A yield records nothing: the task is runnable.
+    let waiting = !matches!(wait, WaitOn::Nothing);
+    if waiting {
+        cell.wait.set(wait);
+        cell.since.set(shared.last_now.get());
+        cell.waiting.set(true);
+    }
+    let resumed = context::suspend();
+    if waiting {
+        cell.waiting.set(false);
+        drop(cell.wait.replace(WaitOn::Nothing));
+    }
+    if let Some(key) = timer {
+        shared.sleeping.set(shared.sleeping.get() - 1);
+        shared.remove_timer(key);
+    }
+    if resumed == Resume::Unwind {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.cancelled.get() {
+        cell.cancel_seen.set(true);
+        Err(crate::Cancelled.into())
+    } else if cell.timed_out.get() {
+        Err(io::ErrorKind::TimedOut.into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Yields the running task, or (outside one) runs a step; see
+/// [`yield_now`](crate::yield_now).
+pub(crate) fn yield_now() -> io::Result<()> {
+    if let Some(r) = context::with_current(|cell, shared| {
+        if cell.scope_deadline.get().is_some() {
+            // A `with_timeout` scope arms a wait timer: the general path.
+            suspend_task(shared, cell, WaitOn::Nothing, None, true)
+        } else {
+            yield_task(shared, cell)
+        }
+    }) {
+        return r;
+    }
+    let rt = Runtime::try_current().ok_or_else(gone)?;
+    rt.shared().step(Some(Duration::ZERO)).map(drop)
+}
+
+/// [`suspend_task`] for a yield with no deadline at all: the same checks in the same
+/// order, without the wait record and timer bookkeeping (nothing to arm, nothing to
+/// record), so the hot switch stays small.
+#[inline(always)]
+fn yield_task(shared: &Shared, cell: &Rc<TaskCell>) -> io::Result<()> {
+    if std::thread::panicking() {
+        return Err(error::panicking());
+    }
+    if cell.unwinding.get() || cell.cancel_seen.get() {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.cancelled.get() {
+        cell.cancel_seen.set(true);
+        return Err(crate::Cancelled.into());
+    }
+    cell.timed_out.set(false);
+    shared.wake_cell(cell);
+    if context::suspend() == Resume::Unwind {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.cancelled.get() {
+        cell.cancel_seen.set(true);
+        Err(crate::Cancelled.into())
+    } else if cell.timed_out.get() {
+        Err(io::ErrorKind::TimedOut.into())
+    } else {
+        Ok(())
+    }
+}
+
+/// The budget check behind [`cooperate`](crate::cooperate).
+pub(crate) fn cooperate() {
+    // The fast path is one thread-local decrement: this runs on every socket operation.
+    if !context::spend_budget() {
+        return;
+    }
+    context::with_current(|cell, shared| {
+        if std::thread::panicking() {
+            return;
+        }
+        if cell.unwinding.get() || cell.cancel_seen.get() {
+            panic::resume_unwind(Box::new(Unwinding));
+        }
+        shared.wake_cell(cell);
+        if context::suspend() == Resume::Unwind {
+            panic::resume_unwind(Box::new(Unwinding));
+        }
+    });
+}
+
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Blocking outside any task: drive the loop until the caller is woken.
+fn suspend_main(shared: &Shared, deadline: Option<Instant>) -> io::Result<()> {
+    if shared.stepping.get() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "copas: cannot block outside a task while the loop is running",
+        ));
+    }
+    shared.main_woken.set(false);
+    loop {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        shared.step(timeout)?;
+        if shared.main_woken.replace(false) {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if deadline.is_none() && !shared.alive() {
+            return Err(io::Error::other(
+                "copas: nothing left to run could wake this blocking call",
+            ));
+        }
+    }
+}
+
+/// Runs `f` so that every blocking copas call inside it fails with
+/// [`io::ErrorKind::TimedOut`] once `timeout` has passed (Copas `copas.timeout`). Scopes
+/// nest: an inner scope cannot extend an outer one. Calls that need not wait are not
+/// affected.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let h = copas_core::spawn(|| {
+///     copas_core::with_timeout(Duration::from_millis(5), || {
+///         let slept = copas_core::sleep(Duration::from_secs(60));
+///         (slept, copas_core::park()) // the scope is over: the next wait fails at once
+///     })
+/// });
+/// let (slept, parked) = h.join().unwrap();
+/// assert_eq!(slept.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// assert_eq!(parked.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+/// ```
+pub fn with_timeout<R>(timeout: Duration, f: impl FnOnce() -> R) -> R {
+    let new = Instant::now().checked_add(timeout);
+    let cell = context::with_current(|cell, _| cell.clone());
+    let rt = Runtime::current();
+    let prev = match &cell {
+        Some(c) => c.scope_deadline.get(),
+        None => rt.shared().main_scope_deadline.get(),
+    };
+    let set = |d: Option<Instant>| match &cell {
+        Some(c) => c.scope_deadline.set(d),
+        None => rt.shared().main_scope_deadline.set(d),
+    };
+    set(earliest(prev, new));
+    struct Restore<F: Fn(Option<Instant>)>(F, Option<Instant>);
+    impl<F: Fn(Option<Instant>)> Drop for Restore<F> {
+        fn drop(&mut self) {
+            (self.0)(self.1);
+        }
+    }
+    let _restore = Restore(set, prev);
+    f()
+}

@@ -1,6 +1,6 @@
 //! Legacy blocking code served concurrently: each client connection runs `handle`, plain
 //! `std::net` + `std::io` + `std::thread::sleep` code that knows nothing of copas, in a
-//! copas task. With `copas::hook::install()` its blocking calls suspend only its own task,
+//! copas task. With `copas_hook::install()` its blocking calls suspend only its own task,
 //! so one thread serves every client at once.
 //!
 //! Per client line: `sleep MS` sleeps MS milliseconds (`std::thread::sleep`) and answers
@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! cargo run --example echo                                     # an upstream on 7000
-//! cargo run --features hook --example hooked -- --addr 127.0.0.1:7100 --upstream 127.0.0.1:7000
+//! cargo run --example hooked -- --addr 127.0.0.1:7100 --upstream 127.0.0.1:7000
 //! nc 127.0.0.1 7100
 //! ```
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: hooked [--addr HOST:PORT] [--upstream HOST:PORT]
 
-Serves each client with blocking std::net code in a copas task (copas::hook).
+Serves each client with blocking std::net code in a copas task (copas-hook).
   --addr HOST:PORT      where to listen (default 127.0.0.1:7100)
   --upstream HOST:PORT  where other lines are relayed (default 127.0.0.1:7000)
 Per line: `sleep MS` answers `slept MS` after MS milliseconds; any other line is
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = copas::hook::install() {
+    if let Err(e) = copas_hook::install() {
         eprintln!("hooked: {e}");
         return ExitCode::FAILURE;
     }

@@ -1,12 +1,12 @@
 //! The echo server of `examples/echo_threads.rs` — `std::net` + `std::io` code, a
 //! `BufReader`/`BufWriter` pair per connection — run in copas tasks on one thread with
-//! `copas::hook` instead of one OS thread per connection. Every line a client sends comes
+//! `copas-hook` instead of one OS thread per connection. Every line a client sends comes
 //! back followed by `\n`; the line `quit` closes the connection. `copas-bench` compares it
 //! with copas's own `TcpStream` (`echo`) and with thread-per-connection (`echo_threads`).
 //!
 //! ```text
-//! cargo run --release --features hook --example hooked_echo                         # 127.0.0.1:7000
-//! cargo run --release --features hook --example hooked_echo -- --addr 127.0.0.1:9000
+//! cargo run --release --example hooked_echo                         # 127.0.0.1:7000
+//! cargo run --release --example hooked_echo -- --addr 127.0.0.1:9000
 //! nc 127.0.0.1 7000
 //! ```
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: hooked_echo [--addr HOST:PORT]
 
-An echo server written with std::net, run in copas tasks through copas::hook.
+An echo server written with std::net, run in copas tasks through copas-hook.
   --addr HOST:PORT  where to listen (default 127.0.0.1:7000)";
 
 /// The longest line accepted, as copas's default.
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = copas::hook::install() {
+    if let Err(e) = copas_hook::install() {
         eprintln!("hooked_echo: {e}");
         return ExitCode::FAILURE;
     }

@@ -1,5 +1,5 @@
 //! A real third-party blocking client from crates.io (`ureq`, built on `std::net`) used
-//! from 100 tasks at once, with `copas::hook` installed, against a copas HTTP server on
+//! from 100 tasks at once, with `copas_hook` installed, against a copas HTTP server on
 //! the same thread; and name lookups (`getaddrinfo`) from tasks.
 
 use std::cell::Cell;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use copas::TcpStream;
 
 fn install() {
-    copas::hook::install().expect("hooks install on Linux/glibc");
+    copas_hook::install().expect("hooks install on Linux/glibc");
 }
 
 /// Counts a finished client; the last one stops the server.

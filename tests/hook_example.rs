@@ -1,5 +1,5 @@
 //! `examples/hooked.rs` as a user runs it: a legacy std::net handler per client, relaying
-//! to an upstream, served concurrently by one thread through `copas::hook`.
+//! to an upstream, served concurrently by one thread through `copas_hook`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,8 +14,8 @@ fn example(name: &str) -> std::path::PathBuf {
     let bin = dir.join("examples").join(name);
     assert!(
         bin.exists(),
-        "{} is missing: `cargo test --features hook` builds examples; with a test filter, \
-         run `cargo build --features hook --example {name}` first",
+        "{} is missing: `cargo test` builds examples; with a test filter, run \
+         `cargo build --example {name}` first",
         bin.display()
     );
     bin

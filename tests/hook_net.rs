@@ -1,4 +1,4 @@
-//! `std::net` inside tasks, with `copas::hook` installed: blocking calls suspend the task
+//! `std::net` inside tasks, with `copas_hook` installed: blocking calls suspend the task
 //! and the other tasks run; outside tasks everything keeps its blocking semantics.
 #![allow(unsafe_code)]
 
@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 fn install() {
-    copas::hook::install().expect("hooks install on Linux/glibc");
+    copas_hook::install().expect("hooks install on Linux/glibc");
 }
 
 /// A plain-thread upstream that answers each line only once `n` requests are in flight at

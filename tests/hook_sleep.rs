@@ -1,5 +1,5 @@
 //! `std::thread::sleep` (and libc's sleeps) inside tasks suspend the task, not the
-//! thread, once `copas::hook::install()` has run.
+//! thread, once `copas_hook::install()` has run.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 fn install() {
-    copas::hook::install().expect("hooks install on Linux/glibc");
+    copas_hook::install().expect("hooks install on Linux/glibc");
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn passthrough_really_blocks_the_thread() {
     let order = Rc::new(std::cell::RefCell::new(Vec::new()));
     let o = order.clone();
     copas::spawn(move || {
-        copas::hook::passthrough(|| std::thread::sleep(Duration::from_millis(20)));
+        copas_hook::passthrough(|| std::thread::sleep(Duration::from_millis(20)));
         o.borrow_mut().push("passthrough sleep done");
     });
     let o = order.clone();

@@ -453,3 +453,34 @@ fn msg_waitall_fills_the_buffer_across_several_arrivals() {
     copas::run().unwrap();
     assert_eq!(reader.join().unwrap(), (6, *b"abcdef"));
 }
+
+#[test]
+fn with_timeout_and_cancel_end_a_hooked_read() {
+    install();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _peer = thread::spawn(move || {
+        let conns: Vec<_> = listener.incoming().take(2).collect();
+        thread::sleep(Duration::from_secs(3));
+        drop(conns);
+    });
+    // A copas timeout scope around legacy code: the read fails with TimedOut.
+    let scoped = copas::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        copas::with_timeout(Duration::from_millis(30), || s.read(&mut [0; 4])).map_err(|e| e.kind())
+    });
+    // A cancelled task: its blocked read fails with ECANCELED.
+    let blocked = copas::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.read(&mut [0; 4]).map_err(|e| e.raw_os_error())
+    });
+    let canceller = copas::spawn(move || {
+        copas::sleep(Duration::from_millis(30)).unwrap();
+        blocked.cancel();
+        blocked
+    });
+    copas::run().unwrap();
+    assert_eq!(scoped.join().unwrap(), Err(io::ErrorKind::TimedOut));
+    let blocked = canceller.join().unwrap();
+    assert_eq!(blocked.join().unwrap(), Err(Some(libc::ECANCELED)));
+}

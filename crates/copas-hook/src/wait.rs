@@ -380,5 +380,14 @@ fn classify(e: &std::io::Error, slot: &Slot, generation: u32) -> Failure {
 }
 
 fn os_failure(e: &std::io::Error) -> Failure {
-    Failure::Os(e.raw_os_error().unwrap_or(libc::EIO))
+    use std::io::ErrorKind as K;
+    // copas-net's errors wrap the OS error in a sentence: recover an errno from the kind.
+    Failure::Os(e.raw_os_error().unwrap_or(match e.kind() {
+        // The program registered this fd with copas itself (`copas::Registration`).
+        K::AlreadyExists => libc::EEXIST,
+        K::PermissionDenied => libc::EPERM,
+        K::InvalidInput => libc::EINVAL,
+        K::OutOfMemory => libc::ENOMEM,
+        _ => libc::EIO,
+    }))
 }

@@ -221,3 +221,26 @@ pub fn passthrough<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(not(copas_hooks))]
     return f();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_is_missing() {
+        let e = HookError::Unsupported("musl libc").to_string();
+        assert!(e.contains("unavailable") && e.contains("musl libc"), "{e}");
+        let e = HookError::NotInterposed("read").to_string();
+        assert!(e.contains("`read`") && e.contains("stay off"), "{e}");
+        let io: std::io::Error = HookError::NoRealFunction("poll").into();
+        assert_eq!(io.kind(), std::io::ErrorKind::Unsupported);
+    }
+
+    #[cfg(copas_hooks)]
+    #[test]
+    fn install_finds_every_hook_live() {
+        install().unwrap();
+        assert!(is_installed());
+        install().unwrap();
+    }
+}

@@ -484,3 +484,27 @@ fn with_timeout_and_cancel_end_a_hooked_read() {
     let blocked = canceller.join().unwrap();
     assert_eq!(blocked.join().unwrap(), Err(Some(libc::ECANCELED)));
 }
+
+#[test]
+fn pipes_keep_their_real_blocking_calls_in_tasks() {
+    install();
+    // Documented choice (docs/hook.md): pipes are not made cooperative, so a task's read
+    // of an empty pipe blocks the thread until the writer (a plain thread) writes.
+    let (mut r, mut w) = io::pipe().unwrap();
+    let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let o = order.clone();
+    copas::spawn(move || {
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(30));
+            w.write_all(b"p").unwrap();
+        });
+        let mut b = [0; 1];
+        r.read_exact(&mut b).unwrap();
+        o.borrow_mut().push("pipe read");
+        writer.join().unwrap();
+    });
+    let o = order.clone();
+    copas::spawn(move || o.borrow_mut().push("other task"));
+    copas::run().unwrap();
+    assert_eq!(*order.borrow(), ["pipe read", "other task"]);
+}

@@ -45,6 +45,10 @@
 //!   calls of `TcpStream`, TLS servers (`ServerBuilder::tls`, `tls::add_server`) and
 //!   verifying client configurations (`tls::client_config`, webpki-roots). See
 //!   `docs/tls.md`.
+//! - `hook` (off by default): `copas::hook`, the [`copas_hook`] crate. After
+//!   `copas::hook::install()`, blocking libc calls made inside tasks — by `std::net`,
+//!   `std::thread::sleep` or any library built on them — suspend the task instead of the
+//!   thread. Linux with glibc only; see `docs/hook.md`.
 //!
 //! # Threads
 //! One runtime per thread, created on first use. Tasks and sockets never leave their
@@ -70,6 +74,11 @@
 
 pub use copas_core::*;
 pub use copas_net::*;
+
+/// Unmodified blocking code (`std::net`, `std::thread::sleep`, third-party sync clients)
+/// yields inside tasks: the [`copas_hook`] crate, with the `hook` feature.
+#[cfg(feature = "hook")]
+pub use copas_hook as hook;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

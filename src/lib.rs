@@ -45,10 +45,13 @@
 //!   calls of `TcpStream`, TLS servers (`ServerBuilder::tls`, `tls::add_server`) and
 //!   verifying client configurations (`tls::client_config`, webpki-roots). See
 //!   `docs/tls.md`.
-//! - `hook` (off by default): `copas::hook`, the [`copas_hook`] crate. After
+//! - `hook` (off by default): `copas::hook`, the `copas_hook` crate. After
 //!   `copas::hook::install()`, blocking libc calls made inside tasks — by `std::net`,
 //!   `std::thread::sleep` or any library built on them — suspend the task instead of the
 //!   thread. Linux with glibc only; see `docs/hook.md`.
+//! - `tracing` (off by default): spans per task and per connection, events for panics,
+//!   cancellations, timeouts, accept errors and blocked-loop warnings, through the
+//!   `tracing` crate; compiled out when off. See `docs/diagnostics.md`.
 //!
 //! # Threads
 //! One runtime per thread, created on first use. Tasks and sockets never leave their

@@ -105,6 +105,14 @@ impl Waiters {
         }
     }
 
+    /// Calls `f` on each waiter; an empty or single-waiter set touches only the slot.
+    fn for_each(&self, f: &mut dyn FnMut(TaskId)) {
+        if let Some(first) = self.first {
+            f(first);
+            self.more.iter().for_each(|&id| f(id));
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.first.into_iter().chain(self.more.iter().copied())
     }
@@ -168,10 +176,8 @@ impl Inner {
                 continue;
             }
             let state = &mut slot.dirs[dir.index()];
-            if r.read_closed.is_some() {
-                state.ready = true;
-            }
-            state.waiters.iter().for_each(&mut *wake);
+            state.ready |= r.read_closed.is_some();
+            state.waiters.for_each(wake);
             if dir == Interest::Write && state.waiters.is_empty() {
                 flush = slot.flusher.as_ref().and_then(Weak::upgrade);
             }

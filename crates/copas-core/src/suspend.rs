@@ -251,11 +251,18 @@ fn yield_task(shared: &Shared, cell: &Rc<TaskCell>) -> io::Result<()> {
 }
 
 /// The budget check behind [`cooperate`](crate::cooperate).
+#[inline]
 pub(crate) fn cooperate() {
     // The fast path is one thread-local decrement: this runs on every socket operation.
-    if !context::spend_budget() {
-        return;
+    if context::spend_budget() {
+        cooperate_slow();
     }
+}
+
+/// The budget ran out: let the other runnable tasks run.
+#[cold]
+#[inline(never)]
+fn cooperate_slow() {
     context::with_current(|cell, shared| {
         if std::thread::panicking() {
             return;

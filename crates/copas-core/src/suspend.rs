@@ -36,7 +36,14 @@ impl Shared {
             return;
         }
         if let Some(cell) = self.tasks.get(id) {
-            self.wake_cell(&cell);
+            // As `wake_cell`, but the looked-up count itself goes into the queue.
+            match cell.state.get() {
+                State::Queued | State::Done => {}
+                State::Running | State::Suspended => {
+                    cell.state.set(State::Queued);
+                    self.run_queue.push_back(cell);
+                }
+            }
         }
     }
 

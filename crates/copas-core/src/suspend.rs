@@ -36,7 +36,14 @@ impl Shared {
             return;
         }
         if let Some(cell) = self.tasks.get(id) {
-            self.wake_cell(&cell);
+            // As `wake_cell`, but the looked-up count itself goes into the queue.
+            match cell.state.get() {
+                State::Queued | State::Done => {}
+                State::Running | State::Suspended => {
+                    cell.state.set(State::Queued);
+                    self.run_queue.push_back(cell);
+                }
+            }
         }
     }
 
@@ -265,11 +272,18 @@ fn yield_task(shared: &Shared, cell: &Rc<TaskCell>) -> io::Result<()> {
 }
 
 /// The budget check behind [`cooperate`](crate::cooperate).
+#[inline]
 pub(crate) fn cooperate() {
     // The fast path is one thread-local decrement: this runs on every socket operation.
-    if !context::spend_budget() {
-        return;
+    if context::spend_budget() {
+        cooperate_slow();
     }
+}
+
+/// The budget ran out: let the other runnable tasks run.
+#[cold]
+#[inline(never)]
+fn cooperate_slow() {
     context::with_current(|cell, shared| {
         if std::thread::panicking() {
             return;

@@ -56,10 +56,66 @@ pub(crate) trait BackgroundFlush {
 #[derive(Default)]
 struct DirState {
     /// The tasks suspended waiting for this direction.
-    waiters: Vec<TaskId>,
+    waiters: Waiters,
     /// (precise backends) An event reported readiness since the last waiter resumed: the
     /// next `wait` returns at once, so an edge that came while no task waited is not lost.
     ready: bool,
+}
+
+/// A set of waiting tasks: the first inline (an exclusive slot, a copas socket, never has
+/// more, so its waits touch no memory outside the slot), any others (shared slots only)
+/// in `more`. `first` is `None` only when `more` is empty.
+#[derive(Default)]
+struct Waiters {
+    first: Option<TaskId>,
+    more: Vec<TaskId>,
+}
+
+impl Waiters {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    fn contains(&self, id: TaskId) -> bool {
+        self.first == Some(id) || self.more.contains(&id)
+    }
+
+    fn push(&mut self, id: TaskId) {
+        if self.first.is_none() {
+            self.first = Some(id);
+        } else {
+            self.more.push(id);
+        }
+    }
+
+    /// Removes `id`; returns whether it was there. Keeps `first` set while any remain.
+    fn remove(&mut self, id: TaskId) -> bool {
+        if self.first == Some(id) {
+            self.first = self.more.pop();
+            true
+        } else if let Some(i) = self.more.iter().position(|&w| w == id) {
+            self.more.swap_remove(i);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Calls `f` on each waiter; an empty or single-waiter set touches only the slot.
+    fn for_each(&self, f: &mut dyn FnMut(TaskId)) {
+        if let Some(first) = self.first {
+            f(first);
+            self.more.iter().for_each(|&id| f(id));
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
 }
 
 struct Slot {
@@ -120,10 +176,8 @@ impl Inner {
                 continue;
             }
             let state = &mut slot.dirs[dir.index()];
-            if r.read_closed.is_some() {
-                state.ready = true;
-            }
-            state.waiters.iter().for_each(|&id| wake(id));
+            state.ready |= r.read_closed.is_some();
+            state.waiters.for_each(wake);
             if dir == Interest::Write && state.waiters.is_empty() {
                 flush = slot.flusher.as_ref().and_then(Weak::upgrade);
             }
@@ -260,7 +314,7 @@ impl Reactor {
             slot
         };
         for id in slot.dirs.iter().flat_map(|d| d.waiters.iter()) {
-            hooks::wake(&self.runtime, *id);
+            hooks::wake(&self.runtime, id);
         }
     }
 
@@ -274,11 +328,7 @@ impl Reactor {
     /// Wakes whoever waits on the socket in either direction (they re-check their state).
     pub(crate) fn wake_waiters(&self, key: usize) {
         let ids: Vec<TaskId> = match live(&mut self.inner.borrow_mut().slots, key) {
-            Some(s) => s
-                .dirs
-                .iter()
-                .flat_map(|d| d.waiters.iter().copied())
-                .collect(),
+            Some(s) => s.dirs.iter().flat_map(|d| d.waiters.iter()).collect(),
             None => return,
         };
         for id in ids {
@@ -303,11 +353,6 @@ impl Reactor {
     /// How many times the reactor has polled the operating system.
     pub fn polls(&self) -> u64 {
         self.polls.get()
-    }
-
-    /// Whether the slot of `key` is still registered.
-    pub(crate) fn is_live(&self, key: usize) -> bool {
-        live(&mut self.inner.borrow_mut().slots, key).is_some()
     }
 
     /// Suspends the caller until the descriptor registered under `key` may be ready for
@@ -337,7 +382,7 @@ impl Reactor {
             let slot = live(&mut inner.slots, key).ok_or_else(closed)?;
             let shared = slot.shared;
             let state = &mut slot.dirs[dir.index()];
-            if !state.waiters.contains(&me) {
+            if !state.waiters.contains(me) {
                 if !shared && !state.waiters.is_empty() {
                     return Err(busy(dir));
                 }
@@ -350,7 +395,7 @@ impl Reactor {
             }
             (slot.fd, self.backend.needs_rearm().then(|| slot.interest()))
         };
-        let _guard = WaitGuard {
+        let guard = WaitGuard {
             reactor: self,
             key,
             dir,
@@ -367,7 +412,8 @@ impl Reactor {
             write: dir == Interest::Write,
         };
         hooks::suspend_for(&self.runtime, on, deadline)?;
-        if self.is_live(key) {
+        // One look-up both clears the waiter record and tells whether the slot survived.
+        if guard.finish() {
             Ok(())
         } else {
             Err(closed())
@@ -430,20 +476,34 @@ struct WaitGuard<'a> {
     me: TaskId,
 }
 
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
+impl WaitGuard<'_> {
+    /// Clears the waiter record now; returns whether the slot is still live.
+    fn finish(self) -> bool {
+        let live = self.clear();
+        std::mem::forget(self);
+        live
+    }
+
+    /// Removes the waiter record, if the slot is live; returns whether it is.
+    fn clear(&self) -> bool {
         let mut inner = self.reactor.inner.borrow_mut();
         let inner = &mut *inner;
         let Some(slot) = live(&mut inner.slots, self.key) else {
-            return;
+            return false;
         };
         let state = &mut slot.dirs[self.dir.index()];
-        if let Some(i) = state.waiters.iter().position(|&id| id == self.me) {
-            state.waiters.swap_remove(i);
+        if state.waiters.remove(self.me) {
             inner.waiters -= 1;
             // The event that woke us is consumed by the retry that follows.
             state.ready = false;
         }
+        true
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 

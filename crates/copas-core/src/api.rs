@@ -18,6 +18,7 @@ use crate::wait::WaitOn;
 /// The operation itself has succeeded, so this never fails: a cancellation or an expired
 /// [`with_timeout`](crate::with_timeout) scope shows at the task's next real wait. (A
 /// cancelled task that already ignored its cancellation error is unwound here.)
+#[inline]
 pub fn cooperate() {
     suspend::cooperate();
 }

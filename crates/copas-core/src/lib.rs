@@ -115,12 +115,14 @@ pub mod hooks {
     use crate::{Runtime, TaskId, WaitOn};
 
     /// The id of the task running now; `None` outside a task.
+    #[inline]
     pub fn current_task_id() -> Option<TaskId> {
         crate::context::with_current(|cell, _| cell.id)
     }
 
     /// The id under which the caller waits: its task id, or a pseudo id for code running
     /// outside any task (which drives the loop while it waits).
+    #[inline]
     pub fn waiter_id() -> TaskId {
         current_task_id().unwrap_or(TaskId::MAIN)
     }
@@ -133,6 +135,7 @@ pub mod hooks {
     /// # Errors
     /// As above; also fails during a panic, and outside a task when the loop is already
     /// running or nothing could ever wake the caller.
+    #[inline]
     pub fn suspend(deadline: Option<Instant>) -> io::Result<()> {
         crate::suspend::suspend(WaitOn::Io, deadline)
     }
@@ -142,6 +145,7 @@ pub mod hooks {
     ///
     /// # Errors
     /// As [`suspend`].
+    #[inline]
     pub fn suspend_on(rt: &Runtime, deadline: Option<Instant>) -> io::Result<()> {
         crate::suspend::suspend_on(rt, WaitOn::Io, deadline)
     }
@@ -151,6 +155,7 @@ pub mod hooks {
     ///
     /// # Errors
     /// As [`suspend`].
+    #[inline]
     pub fn suspend_for(rt: &Runtime, on: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
         crate::suspend::suspend_on(rt, on, deadline)
     }
@@ -162,6 +167,7 @@ pub mod hooks {
     }
 
     /// Makes the task `id` runnable (if it is suspended); stale ids are ignored.
+    #[inline]
     pub fn wake(rt: &Runtime, id: TaskId) {
         rt.shared().wake(id);
     }

@@ -110,12 +110,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    let mode = if flags & libc::MSG_DONTWAIT != 0 {
-        Mode::Real
-    } else {
-        block::mode(fd)
-    };
-    match mode {
+    match flagged_mode(fd, flags, false) {
         // SAFETY: the caller upholds recvfrom's contract.
         Mode::Real => unsafe { sys::recvfrom(fd, buf, len, flags, addr, alen) },
         Mode::Cooperative(slot, facts) => guarded(-1, || {
@@ -139,6 +134,17 @@ pub unsafe extern "C" fn recvfrom(
             // SAFETY: the caller upholds recvfrom's contract.
             unsafe { sys::recvfrom(fd, buf, len, flags, addr, alen) }
         }),
+    }
+}
+
+/// How a call with `flags` on `fd` runs: as it is (`Mode::Real`) when the caller asked not
+/// to block (`MSG_DONTWAIT`) or `real` says so (a null `msghdr`, for the kernel to reject),
+/// else as [`block::mode`] decides.
+fn flagged_mode(fd: c_int, flags: c_int, real: bool) -> Mode {
+    if flags & libc::MSG_DONTWAIT != 0 || real {
+        Mode::Real
+    } else {
+        block::mode(fd)
     }
 }
 
@@ -185,12 +191,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_
 /// As for `recvmsg(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    let mode = if flags & libc::MSG_DONTWAIT != 0 || msg.is_null() {
-        Mode::Real
-    } else {
-        block::mode(fd)
-    };
-    match mode {
+    match flagged_mode(fd, flags, msg.is_null()) {
         // SAFETY: the caller upholds recvmsg's contract.
         Mode::Real => unsafe { sys::recvmsg(fd, msg, flags) },
         Mode::Cooperative(slot, facts) => guarded(-1, || {
@@ -293,12 +294,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    let mode = if flags & libc::MSG_DONTWAIT != 0 {
-        Mode::Real
-    } else {
-        block::mode(fd)
-    };
-    match mode {
+    match flagged_mode(fd, flags, false) {
         // SAFETY: the caller upholds sendto's contract.
         Mode::Real => unsafe { sys::sendto(fd, buf, len, flags, addr, alen) },
         Mode::Cooperative(slot, facts) => guarded(-1, || {
@@ -375,12 +371,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
 /// As for `sendmsg(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let mode = if flags & libc::MSG_DONTWAIT != 0 || msg.is_null() {
-        Mode::Real
-    } else {
-        block::mode(fd)
-    };
-    match mode {
+    match flagged_mode(fd, flags, msg.is_null()) {
         // SAFETY: the caller upholds sendmsg's contract.
         Mode::Real => unsafe { sys::sendmsg(fd, msg, flags) },
         Mode::Cooperative(slot, facts) => guarded(-1, || {

@@ -3,6 +3,13 @@
 //!
 //! Invariant: `scanned <= buf.len()`, and `buf[..scanned]` holds no `\n`; line searches
 //! resume there, so a long line arriving in many pieces is scanned once, not once per piece.
+//!
+//! The receive loops themselves ("frame from the buffer, else [`Fill::fill`], and decide
+//! what end of stream means") are written once here, generic over [`Fill`], for the TCP
+//! and Unix streams, TLS and child-process pipes.
+
+use std::io;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
@@ -123,6 +130,134 @@ impl ReadBuffer {
             self.scanned = 0;
         }
     }
+}
+
+/// A reader with a [`ReadBuffer`] that it can refill from its source.
+pub(crate) trait Fill {
+    /// The buffer the receive patterns frame from.
+    fn rbuf(&mut self) -> &mut ReadBuffer;
+
+    /// Reads more input into [`rbuf`](Fill::rbuf), waiting until `deadline`; 0 means the
+    /// peer closed its side (and every later call returns 0 too).
+    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize>;
+}
+
+/// What a line cut short by end of stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastLine {
+    /// `UnexpectedEof` (sockets: a protocol line always ends in `\n`).
+    Error,
+    /// A line like any other (pipes: a program's last line often has no newline).
+    Line,
+}
+
+/// LuaSocket's `*l`: one line without its `\n` (and a `\r` before it); `None` at a clean
+/// end of stream between lines.
+///
+/// # Errors
+/// `InvalidData` for a line longer than `max_line` bytes; `UnexpectedEof` when the stream
+/// ends in the middle of a line and `last` is [`LastLine::Error`]; what `fill` returns.
+#[inline]
+pub(crate) fn receive_line<F: Fill>(
+    src: &mut F,
+    max_line: usize,
+    last: LastLine,
+    deadline: Option<Instant>,
+) -> io::Result<Option<Bytes>> {
+    loop {
+        match src.rbuf().take_line(max_line) {
+            Line::Complete(line) => return Ok(Some(line)),
+            Line::TooLong => return Err(line_too_long(max_line)),
+            Line::Incomplete => {}
+        }
+        if src.fill(deadline)? == 0 {
+            let rbuf = src.rbuf();
+            return if rbuf.is_empty() {
+                Ok(None)
+            } else if last == LastLine::Line {
+                Ok(Some(rbuf.take_all()))
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "copas: connection closed in the middle of a line",
+                ))
+            };
+        }
+    }
+}
+
+#[cold]
+fn line_too_long(max_line: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("copas: line longer than {max_line} bytes"),
+    )
+}
+
+/// A byte count: exactly `n` bytes.
+///
+/// # Errors
+/// `UnexpectedEof` ("copas: `closed` closed after k of n bytes", the k bytes stay
+/// buffered) when the stream ends first; what `fill` returns.
+#[inline]
+pub(crate) fn receive_exact<F: Fill>(
+    src: &mut F,
+    n: usize,
+    closed: &str,
+    deadline: Option<Instant>,
+) -> io::Result<Bytes> {
+    loop {
+        if let Some(data) = src.rbuf().take_exact(n) {
+            return Ok(data);
+        }
+        if src.fill(deadline)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "copas: {closed} closed after {} of {n} bytes",
+                    src.rbuf().len()
+                ),
+            ));
+        }
+    }
+}
+
+/// `*a`: everything until end of stream.
+///
+/// # Errors
+/// `InvalidData` when more than `max_to_end` bytes arrive first (they stay buffered);
+/// what `fill` returns.
+pub(crate) fn receive_to_end<F: Fill>(
+    src: &mut F,
+    max_to_end: usize,
+    deadline: Option<Instant>,
+) -> io::Result<Bytes> {
+    while src.fill(deadline)? > 0 {
+        if src.rbuf().len() > max_to_end {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("copas: more than {max_to_end} bytes before end of stream"),
+            ));
+        }
+    }
+    Ok(src.rbuf().take_all())
+}
+
+/// Partial: up to `max` bytes, what is buffered or else what one read brings (empty at end
+/// of stream, or for `max == 0`).
+///
+/// # Errors
+/// What `fill` returns.
+#[inline]
+pub(crate) fn receive_some<F: Fill>(
+    src: &mut F,
+    max: usize,
+    deadline: impl FnOnce() -> Option<Instant>,
+) -> io::Result<Bytes> {
+    if src.rbuf().is_empty() && max > 0 {
+        src.fill(deadline())?;
+    }
+    Ok(src.rbuf().take_some(max))
 }
 
 #[cfg(test)]

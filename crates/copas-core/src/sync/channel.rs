@@ -137,6 +137,11 @@ impl<T> State<T> {
         self.next_ticket += 1;
         self.next_ticket
     }
+
+    /// The ticket a waiting future holds, drawn on its first wait.
+    fn ticket_for(&mut self, held: &mut Option<u64>) -> u64 {
+        *held.get_or_insert_with(|| self.ticket())
+    }
 }
 
 impl<T> Chan<T> {
@@ -476,14 +481,7 @@ impl<T> Future for SendFut<'_, T> {
             return Poll::Ready(Ok(()));
         }
         this.value = Some(value);
-        let ticket = match this.ticket {
-            Some(t) => t,
-            None => {
-                let t = st.ticket();
-                this.ticket = Some(t);
-                t
-            }
-        };
+        let ticket = st.ticket_for(&mut this.ticket);
         st.send_waiters.register(ticket, cx.waker());
         Poll::Pending
     }
@@ -537,14 +535,7 @@ impl<T> Future for RecvFut<'_, T> {
             }
             return Poll::Ready(None);
         }
-        let ticket = match this.ticket {
-            Some(t) => t,
-            None => {
-                let t = st.ticket();
-                this.ticket = Some(t);
-                t
-            }
-        };
+        let ticket = st.ticket_for(&mut this.ticket);
         st.recv_waiters.register(ticket, cx.waker());
         Poll::Pending
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::sys;
-use crate::buffer::{Line, ReadBuffer};
+use crate::buffer::{self, Fill, LastLine, ReadBuffer};
 use crate::fd::Fd;
 use crate::shared::deadline_after;
 use crate::{DEFAULT_MAX_LINE, DEFAULT_MAX_TO_END};
@@ -86,96 +86,25 @@ impl<T: AsFd> PipeReader<T> {
         })
     }
 
-    /// Reads more into the buffer; 0 means end of stream (the child closed the pipe).
-    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
-        if self.eof {
-            return Ok(0);
-        }
-        loop {
-            let buf = &mut self.rbuf.buf;
-            match sys::read_into(self.fd.as_fd(), buf, READ_CHUNK) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(0);
-                }
-                Ok(n) => {
-                    copas_core::cooperate();
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.rbuf.release_if_empty();
-                    self.fd.readable(deadline)?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
         let deadline = deadline_after(self.read_timeout);
-        loop {
-            match self.rbuf.take_line(self.max_line) {
-                Line::Complete(line) => return Ok(Some(line)),
-                Line::TooLong => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("copas: line longer than {} bytes", self.max_line),
-                    ))
-                }
-                Line::Incomplete => {}
-            }
-            if self.fill(deadline)? == 0 {
-                return if self.rbuf.is_empty() {
-                    Ok(None)
-                } else {
-                    // The last line of a program's output often has no newline.
-                    Ok(Some(self.rbuf.take_all()))
-                };
-            }
-        }
+        // The last line of a program's output often has no newline.
+        buffer::receive_line(self, self.max_line, LastLine::Line, deadline)
     }
 
     fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
         let deadline = deadline_after(self.read_timeout);
-        loop {
-            if let Some(data) = self.rbuf.take_exact(n) {
-                return Ok(data);
-            }
-            if self.fill(deadline)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "copas: the pipe closed after {} of {n} bytes",
-                        self.rbuf.len()
-                    ),
-                ));
-            }
-        }
+        buffer::receive_exact(self, n, "the pipe", deadline)
     }
 
     fn receive_to_end(&mut self) -> io::Result<Bytes> {
         let deadline = deadline_after(self.read_timeout);
-        while self.fill(deadline)? > 0 {
-            if self.rbuf.len() > self.max_to_end {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "copas: more than {} bytes before end of stream",
-                        self.max_to_end
-                    ),
-                ));
-            }
-        }
-        Ok(self.rbuf.take_all())
+        buffer::receive_to_end(self, self.max_to_end, deadline)
     }
 
     fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
-        if self.rbuf.is_empty() && max > 0 {
-            let deadline = deadline_after(self.read_timeout);
-            self.fill(deadline)?;
-        }
-        Ok(self.rbuf.take_some(max))
+        let timeout = self.read_timeout;
+        buffer::receive_some(self, max, || deadline_after(timeout))
     }
 
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
@@ -201,6 +130,39 @@ impl<T: AsFd> PipeReader<T> {
         crate::shared::check_timeout(timeout)?;
         self.read_timeout = timeout;
         Ok(())
+    }
+}
+
+impl<T: AsFd> Fill for PipeReader<T> {
+    #[inline]
+    fn rbuf(&mut self) -> &mut ReadBuffer {
+        &mut self.rbuf
+    }
+
+    /// Reads more into the buffer; 0 means end of stream (the child closed the pipe).
+    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        if self.eof {
+            return Ok(0);
+        }
+        loop {
+            let buf = &mut self.rbuf.buf;
+            match sys::read_into(self.fd.as_fd(), buf, READ_CHUNK) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    copas_core::cooperate();
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.rbuf.release_if_empty();
+                    self.fd.readable(deadline)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use copas_core::cooperate;
 
 use super::write::{shut_down, StreamShared};
 use super::{StreamSocket, DIRECT_READ, READ_CHUNK};
-use crate::buffer::{Line, ReadBuffer};
+use crate::buffer::{self, Fill, LastLine, ReadBuffer};
 use crate::reactor::Interest;
 use crate::shared::deadline_after;
 use crate::source::recv_into;
@@ -38,38 +38,6 @@ pub struct ReadHalf<S: StreamSocket = std::net::TcpStream> {
 impl<S: StreamSocket> ReadHalf<S> {
     fn read_deadline(&self) -> Option<Instant> {
         deadline_after(self.read_timeout)
-    }
-
-    /// Reads more input into the buffer; 0 means the peer closed its side.
-    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
-        self.shared.take_error()?;
-        if self.shared.read_closed.get() {
-            return Err(shut_down("reading"));
-        }
-        if self.eof {
-            return Ok(0);
-        }
-        loop {
-            if std::mem::take(&mut self.drained) && self.shared.source.may_skip_read() {
-                self.wait_readable(deadline)?;
-            }
-            match self.recv_once() {
-                Ok((0, _)) => {
-                    self.eof = true;
-                    return Ok(0);
-                }
-                Ok((n, asked)) => {
-                    self.drained = n < asked;
-                    cooperate();
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait_readable(deadline)?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// One read: straight into the buffer when it has room, else into the reactor's
@@ -108,28 +76,7 @@ impl<S: StreamSocket> ReadHalf<S> {
     /// As [`Stream::receive_line`](crate::Stream::receive_line).
     pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
         let deadline = self.read_deadline();
-        loop {
-            match self.rbuf.take_line(self.max_line) {
-                Line::Complete(line) => return Ok(Some(line)),
-                Line::TooLong => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("copas: line longer than {} bytes", self.max_line),
-                    ))
-                }
-                Line::Incomplete => {}
-            }
-            if self.fill(deadline)? == 0 {
-                return if self.rbuf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "copas: connection closed in the middle of a line",
-                    ))
-                };
-            }
-        }
+        buffer::receive_line(self, self.max_line, LastLine::Error, deadline)
     }
 
     /// As [`Stream::receive_exact`](crate::Stream::receive_exact).
@@ -138,20 +85,7 @@ impl<S: StreamSocket> ReadHalf<S> {
     /// As [`Stream::receive_exact`](crate::Stream::receive_exact).
     pub fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
-        loop {
-            if let Some(data) = self.rbuf.take_exact(n) {
-                return Ok(data);
-            }
-            if self.fill(deadline)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "copas: connection closed after {} of {n} bytes",
-                        self.rbuf.len()
-                    ),
-                ));
-            }
-        }
+        buffer::receive_exact(self, n, "connection", deadline)
     }
 
     /// As [`Stream::receive_to_end`](crate::Stream::receive_to_end).
@@ -160,18 +94,7 @@ impl<S: StreamSocket> ReadHalf<S> {
     /// As [`Stream::receive_to_end`](crate::Stream::receive_to_end).
     pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
-        while self.fill(deadline)? > 0 {
-            if self.rbuf.len() > self.max_to_end {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "copas: more than {} bytes before end of stream",
-                        self.max_to_end
-                    ),
-                ));
-            }
-        }
-        Ok(self.rbuf.take_all())
+        buffer::receive_to_end(self, self.max_to_end, deadline)
     }
 
     /// As [`Stream::receive_some`](crate::Stream::receive_some).
@@ -179,11 +102,8 @@ impl<S: StreamSocket> ReadHalf<S> {
     /// # Errors
     /// As [`Stream::receive_some`](crate::Stream::receive_some).
     pub fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
-        if self.rbuf.is_empty() && max > 0 {
-            let deadline = self.read_deadline();
-            self.fill(deadline)?;
-        }
-        Ok(self.rbuf.take_some(max))
+        let timeout = self.read_timeout;
+        buffer::receive_some(self, max, || deadline_after(timeout))
     }
 
     /// Bytes received but not yet taken.
@@ -198,6 +118,47 @@ impl<S: StreamSocket> ReadHalf<S> {
     pub fn receive_more(&mut self) -> io::Result<usize> {
         let deadline = self.read_deadline();
         self.fill(deadline)
+    }
+}
+
+impl<S: StreamSocket> Fill for ReadHalf<S> {
+    #[inline]
+    fn rbuf(&mut self) -> &mut ReadBuffer {
+        &mut self.rbuf
+    }
+
+    /// Reads more input into the buffer; 0 means the peer closed its side. Inlined into
+    /// the receive loops, as it was before they were shared (the echo hot path).
+    #[inline]
+    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        self.shared.take_error()?;
+        if self.shared.read_closed.get() {
+            return Err(shut_down("reading"));
+        }
+        if self.eof {
+            return Ok(0);
+        }
+        loop {
+            if std::mem::take(&mut self.drained) && self.shared.source.may_skip_read() {
+                self.wait_readable(deadline)?;
+            }
+            match self.recv_once() {
+                Ok((0, _)) => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Ok((n, asked)) => {
+                    self.drained = n < asked;
+                    cooperate();
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_readable(deadline)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

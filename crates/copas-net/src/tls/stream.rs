@@ -29,8 +29,8 @@ use bytes::Bytes;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
-use crate::buffer::{Line, ReadBuffer};
-use crate::shared::check_timeout;
+use crate::buffer::{self, Fill, LastLine, ReadBuffer};
+use crate::shared::{check_timeout, deadline_after};
 use crate::{TcpStream, DEFAULT_MAX_LINE, DEFAULT_MAX_TO_END, DEFAULT_WRITE_BUFFER};
 
 /// How long a handshake may take by default (servers and [`TlsStream::connect`]): 10 s.
@@ -124,10 +124,6 @@ impl Write for TcpOut<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-fn deadline_after(d: Option<Duration>) -> Option<Instant> {
-    d.and_then(|d| Instant::now().checked_add(d))
 }
 
 /// The time left until `deadline` as a TCP timeout; `TimedOut` once it has passed.
@@ -426,33 +422,6 @@ impl TlsStream {
         }
     }
 
-    /// Reads more plaintext into the buffer; 0 means the peer closed cleanly
-    /// (`close_notify`).
-    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
-        self.check()?;
-        if self.read_closed {
-            return Err(shut_down("reading"));
-        }
-        if self.eof {
-            return Ok(0);
-        }
-        loop {
-            match self.take_plaintext() {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(0);
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            // Anything reading made rustls want to say (a key update reply) goes first.
-            self.push_tls(deadline)?;
-            self.read_tls(deadline)?;
-            self.process()?;
-        }
-    }
-
     fn read_deadline(&self) -> Option<Instant> {
         deadline_after(self.read_timeout)
     }
@@ -465,28 +434,7 @@ impl TlsStream {
     /// connection is then unusable).
     pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
         let deadline = self.read_deadline();
-        loop {
-            match self.rbuf.take_line(self.max_line) {
-                Line::Complete(line) => return Ok(Some(line)),
-                Line::TooLong => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("copas: line longer than {} bytes", self.max_line),
-                    ))
-                }
-                Line::Incomplete => {}
-            }
-            if self.fill(deadline)? == 0 {
-                return if self.rbuf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "copas: connection closed in the middle of a line",
-                    ))
-                };
-            }
-        }
+        buffer::receive_line(self, self.max_line, LastLine::Error, deadline)
     }
 
     /// As [`TcpStream::receive_exact`].
@@ -495,20 +443,7 @@ impl TlsStream {
     /// As [`TcpStream::receive_exact`]; `InvalidData` for a TLS protocol error.
     pub fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
-        loop {
-            if let Some(data) = self.rbuf.take_exact(n) {
-                return Ok(data);
-            }
-            if self.fill(deadline)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "copas: connection closed after {} of {n} bytes",
-                        self.rbuf.len()
-                    ),
-                ));
-            }
-        }
+        buffer::receive_exact(self, n, "connection", deadline)
     }
 
     /// As [`TcpStream::receive_to_end`]: everything until the peer's `close_notify`. A
@@ -520,18 +455,7 @@ impl TlsStream {
     /// error.
     pub fn receive_to_end(&mut self) -> io::Result<Bytes> {
         let deadline = self.read_deadline();
-        while self.fill(deadline)? > 0 {
-            if self.rbuf.len() > self.max_to_end {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "copas: more than {} bytes before end of stream",
-                        self.max_to_end
-                    ),
-                ));
-            }
-        }
-        Ok(self.rbuf.take_all())
+        buffer::receive_to_end(self, self.max_to_end, deadline)
     }
 
     /// As [`TcpStream::receive_some`]: an empty result is a clean end (`close_notify`).
@@ -540,11 +464,8 @@ impl TlsStream {
     /// As [`TcpStream::receive_some`]; `UnexpectedEof` when the peer closed without
     /// `close_notify`; `InvalidData` for a TLS protocol error.
     pub fn receive_some(&mut self, max: usize) -> io::Result<Bytes> {
-        if self.rbuf.is_empty() && max > 0 {
-            let deadline = self.read_deadline();
-            self.fill(deadline)?;
-        }
-        Ok(self.rbuf.take_some(max))
+        let timeout = self.read_timeout;
+        buffer::receive_some(self, max, || deadline_after(timeout))
     }
 
     /// As [`TcpStream::receive_more`].
@@ -803,6 +724,40 @@ impl Drop for TlsStream {
             self.push_tls_now();
         }
         let _ = self.tcp.set_write_timeout(self.write_timeout);
+    }
+}
+
+impl Fill for TlsStream {
+    #[inline]
+    fn rbuf(&mut self) -> &mut ReadBuffer {
+        &mut self.rbuf
+    }
+
+    /// Reads more plaintext into the buffer; 0 means the peer closed cleanly
+    /// (`close_notify`).
+    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        self.check()?;
+        if self.read_closed {
+            return Err(shut_down("reading"));
+        }
+        if self.eof {
+            return Ok(0);
+        }
+        loop {
+            match self.take_plaintext() {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // Anything reading made rustls want to say (a key update reply) goes first.
+            self.push_tls(deadline)?;
+            self.read_tls(deadline)?;
+            self.process()?;
+        }
     }
 }
 

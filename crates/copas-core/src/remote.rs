@@ -152,6 +152,14 @@ impl Handle {
         self.remote.send(|i| i.exit = true);
     }
 
+    /// Wakes the code blocked outside any task on that runtime's thread (the MAIN pseudo
+    /// task: `block_on` or a channel call made there); false if the runtime is gone.
+    /// Unlike a remote spawn, a wake-up that arrives after the thread stopped waiting is
+    /// simply dropped: there is nothing left to report.
+    pub(crate) fn wake_main(&self) -> bool {
+        self.remote.send(|i| i.unparks.push(crate::TaskId::MAIN))
+    }
+
     /// Whether this is the handle of the current thread's runtime.
     pub fn is_current(&self) -> bool {
         std::thread::current().id() == self.remote.thread

@@ -151,7 +151,12 @@ impl Shared {
             return false;
         };
         for id in inbox.unparks {
-            self.unpark_local(id);
+            if id.is_main() {
+                // Code blocked outside any task (block_on, a channel) woken from afar.
+                self.wake(id);
+            } else {
+                self.unpark_local(id);
+            }
         }
         for f in inbox.spawns {
             if let Err(e) = crate::Builder::new().name("remote spawn".into()).spawn(f) {

@@ -124,13 +124,8 @@ impl Wake for MainWaker {
                 hooks::wake(&rt, self.waiter);
             }
         } else {
-            let waiter = self.waiter;
-            // Err: the runtime is gone, and with it the waiter.
-            let _ = self.handle.spawn_boxed(Box::new(move || {
-                if let Some(rt) = Runtime::try_current() {
-                    hooks::wake(&rt, waiter);
-                }
-            }));
+            // false: the runtime is gone, and with it the waiter.
+            let _ = self.handle.wake_main();
         }
     }
 }

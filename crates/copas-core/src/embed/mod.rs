@@ -5,7 +5,7 @@
 //! Everything here is built on the public scheduler API plus the cross-thread inbox
 //! (`remote.rs`: [`Handle::spawn_boxed`](crate::Handle::spawn_boxed), remote exit): a waiting task parks with a [`KeepAlive`](crate::hooks::KeepAlive)
 //! guard and is woken from any thread with [`Task::unpark`](crate::Task::unpark); code
-//! outside a task drives the loop and is woken through a remote spawn.
+//! outside a task drives the loop and is woken through a remote wake-up of the MAIN pseudo-task.
 
 mod block_on;
 mod oneshot;

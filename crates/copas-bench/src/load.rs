@@ -968,16 +968,7 @@ mod tests {
     /// rate, and every request scheduled in the window is answered.
     #[test]
     fn open_loop_keeps_its_schedule() {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        std::thread::spawn(move || crate::serve_epoll::serve(&addr.to_string()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "the echo server never listened");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let addr = spawn_server(crate::serve_epoll::serve);
         let cfg = LoadConfig {
             addr,
             mode: Mode::Echo,
@@ -1008,16 +999,7 @@ mod tests {
 
     #[test]
     fn counted_closed_loop_stops_at_the_count() {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        std::thread::spawn(move || crate::serve_epoll::serve(&addr.to_string()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "the echo server never listened");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let addr = spawn_server(crate::serve_epoll::serve);
         let cfg = LoadConfig {
             addr,
             mode: Mode::Echo,

@@ -97,6 +97,8 @@ impl Shared {
             let stacks = self.stacks.borrow();
             (stacks.page(), stacks.pooled(), stacks.high_water())
         };
+        let timers = self.timers.borrow().len();
+        let sockets = self.driver.borrow().sources();
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -105,10 +107,10 @@ impl Shared {
             cells.len(),
             if cells.len() == 1 { "" } else { "s" },
             self.run_queue.len(),
-            self.timers.borrow().len(),
-            if self.timers.borrow().len() == 1 { "" } else { "s" },
-            self.driver.borrow().sources(),
-            if self.driver.borrow().sources() == 1 { "" } else { "s" },
+            timers,
+            if timers == 1 { "" } else { "s" },
+            sockets,
+            if sockets == 1 { "" } else { "s" },
             self.steps.get(),
             pooled,
             kib(deepest),

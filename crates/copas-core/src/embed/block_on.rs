@@ -103,10 +103,10 @@ fn in_task<F: Future + ?Sized>(
     }
 }
 
+/// Wakes the code blocked outside any task (the MAIN pseudo-task) on one runtime.
 struct MainWaker {
     woken: AtomicBool,
     handle: Handle,
-    waiter: TaskId,
 }
 
 impl Wake for MainWaker {
@@ -121,7 +121,7 @@ impl Wake for MainWaker {
         if self.handle.is_current() {
             // From a task of this runtime (or from the waiter itself, during its poll).
             if let Some(rt) = Runtime::try_current() {
-                hooks::wake(&rt, self.waiter);
+                hooks::wake(&rt, TaskId::MAIN);
             }
         } else {
             // false: the runtime is gone, and with it the waiter.
@@ -135,7 +135,6 @@ fn outside_task<F: Future + ?Sized>(mut fut: std::pin::Pin<&mut F>) -> io::Resul
     let state = Arc::new(MainWaker {
         woken: AtomicBool::new(false),
         handle: rt.handle(),
-        waiter: hooks::waiter_id(),
     });
     let waker = Waker::from(state.clone());
     let mut cx = Context::from_waker(&waker);

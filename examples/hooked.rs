@@ -19,13 +19,18 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "support/cli.rs"]
+mod cli;
+
 const USAGE: &str = "usage: hooked [--addr HOST:PORT] [--upstream HOST:PORT]
 
 Serves each client with blocking std::net code in a copas task (copas-hook).
   --addr HOST:PORT      where to listen (default 127.0.0.1:7100)
   --upstream HOST:PORT  where other lines are relayed (default 127.0.0.1:7000)
 Per line: `sleep MS` answers `slept MS` after MS milliseconds; any other line is
-relayed to the upstream and its one-line answer sent back.";
+relayed to the upstream and its one-line answer sent back.
+  --help                this text
+";
 
 /// The legacy handler: no copas types, only blocking std calls.
 fn handle(client: TcpStream, upstream: &str) -> io::Result<()> {
@@ -66,53 +71,29 @@ struct Options {
     upstream: String,
 }
 
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        addr: "127.0.0.1:7100".to_owned(),
-        upstream: "127.0.0.1:7000".to_owned(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-            None => (arg.clone(), None),
-        };
-        let slot = match name.as_str() {
-            "--help" | "-h" => return Err(String::new()),
-            "--addr" => &mut o.addr,
-            "--upstream" => &mut o.upstream,
-            _ => return Err(format!("hooked: unknown argument `{arg}`\n\n{USAGE}")),
-        };
-        *slot = match inline.or_else(|| args.next()) {
-            Some(v) => v,
-            None => return Err(format!("hooked: {name} needs a value, HOST:PORT")),
-        };
+/// The command line (`--help` and mistakes end the program there, see `support/cli.rs`).
+fn options() -> Options {
+    let args = cli::Args::parse("hooked", USAGE, &["--addr", "--upstream"], 0);
+    let upstream = args
+        .value("--upstream")
+        .unwrap_or("127.0.0.1:7000")
+        .to_owned();
+    args.host_port("--upstream", &upstream);
+    Options {
+        addr: args.addr("127.0.0.1:7100"),
+        upstream,
     }
-    Ok(o)
 }
 
 fn main() -> ExitCode {
-    let o = match options() {
-        Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let o = options();
     if let Err(e) = copas_hook::install() {
         eprintln!("hooked: {e}");
         return ExitCode::FAILURE;
     }
     let listener = match TcpListener::bind(o.addr.as_str()) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("hooked: cannot listen on {}: {e}", o.addr);
-            return ExitCode::FAILURE;
-        }
+        Err(e) => cli::cannot_listen("hooked", &o.addr, &e),
     };
     match listener.local_addr() {
         Ok(a) => println!("hooked server listening on {a}, upstream {}", o.upstream),

@@ -15,10 +15,15 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "support/cli.rs"]
+mod cli;
+
 const USAGE: &str = "usage: hooked_echo [--addr HOST:PORT]
 
 An echo server written with std::net, run in copas tasks through copas-hook.
-  --addr HOST:PORT  where to listen (default 127.0.0.1:7000)";
+  --addr HOST:PORT  where to listen (default 127.0.0.1:7000)
+  --help            this text
+";
 
 /// The longest line accepted, as copas's default.
 const MAX_LINE: u64 = 64 * 1024;
@@ -53,48 +58,16 @@ fn handle(stream: TcpStream) -> io::Result<()> {
     writer.flush()
 }
 
-fn addr() -> Result<String, String> {
-    let mut addr = "127.0.0.1:7000".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--help" | "-h" => return Err(String::new()),
-            "--addr" => {
-                addr = args
-                    .next()
-                    .ok_or("hooked_echo: --addr needs a value, HOST:PORT")?;
-            }
-            _ => match arg.strip_prefix("--addr=") {
-                Some(v) => addr = v.to_owned(),
-                None => return Err(format!("hooked_echo: unknown argument `{arg}`\n\n{USAGE}")),
-            },
-        }
-    }
-    Ok(addr)
-}
-
 fn main() -> ExitCode {
-    let addr = match addr() {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = cli::Args::parse("hooked_echo", USAGE, &["--addr"], 0);
+    let addr = args.addr("127.0.0.1:7000");
     if let Err(e) = copas_hook::install() {
         eprintln!("hooked_echo: {e}");
         return ExitCode::FAILURE;
     }
     let listener = match TcpListener::bind(addr.as_str()) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("hooked_echo: cannot listen on {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => cli::cannot_listen("hooked_echo", &addr, &e),
     };
     match listener.local_addr() {
         Ok(a) => println!("hooked std::net echo server listening on {a}"),

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 #[path = "support/cli.rs"]
 mod cli;
-#[path = "support/mod.rs"]
-mod support;
 
 const USAGE: &str = "\
 usage: legacy [--threads] [--addr HOST:PORT]
@@ -25,7 +23,8 @@ usage: legacy [--threads] [--addr HOST:PORT]
 A line server: HELLO <name>, PING, REPORT <ms> (a slow blocking legacy call), QUIT.
   --threads         serve thread-per-connection with std::net instead of copas
   --addr HOST:PORT  where to listen (default 127.0.0.1:7300)
-  --help            this text";
+  --help            this text
+";
 
 /// The "legacy library": a slow blocking call (a report generator, a sync database
 /// client, a file crunch). Here it just sleeps.
@@ -122,21 +121,9 @@ impl Write for ReadWrite {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return;
-    }
-    let threads = args.iter().any(|a| a == "--threads");
-    if let Some(bad) = args.iter().enumerate().find_map(|(i, a)| {
-        let known = a == "--threads" || a == "--addr" || a.starts_with("--addr=");
-        let is_value = i > 0 && args[i - 1] == "--addr";
-        (!known && !is_value).then_some(a)
-    }) {
-        eprintln!("legacy: unknown argument {bad}\n{USAGE}");
-        std::process::exit(2);
-    }
-    let addr = support::parse_addr("127.0.0.1:7300");
+    let args = cli::Args::parse_with_flags("legacy", USAGE, &["--addr"], &["--threads"], 0);
+    let threads = args.flag("--threads");
+    let addr = args.addr("127.0.0.1:7300");
     let listener =
         TcpListener::bind(&addr).unwrap_or_else(|e| cli::cannot_listen("legacy", &addr, &e));
     let mode = if threads { "threads" } else { "copas" };

@@ -20,6 +20,9 @@ use std::sync::Arc;
 
 use copas::tls::{self, rustls, TlsStream};
 
+#[path = "support/cli.rs"]
+mod cli;
+
 const USAGE: &str = "\
 usage: tls_echo [--addr HOST:PORT] [--cert PEM --key PEM]
 
@@ -32,7 +35,8 @@ Serves the echo protocol over TLS: each line comes back; `quit` closes.
 
 Without --cert and --key, a self-signed certificate for localhost and 127.0.0.1 is
 made at start and written to a temporary file, whose path is printed: pass it to
-`openssl s_client -CAfile` or `curl --cacert`.";
+`openssl s_client -CAfile` or `curl --cacert`.
+";
 
 struct Options {
     addr: String,
@@ -40,37 +44,18 @@ struct Options {
     key: Option<PathBuf>,
 }
 
-/// The command line, or the sentence saying what is wrong with it (`Ok(None)`: --help).
-fn parse_args() -> Result<Option<Options>, String> {
-    let mut opts = Options {
-        addr: "127.0.0.1:7443".to_owned(),
-        cert: None,
-        key: None,
+/// The command line (`--help` and mistakes end the program there, see `support/cli.rs`).
+fn parse_args() -> Options {
+    let args = cli::Args::parse("tls_echo", USAGE, &["--addr", "--cert", "--key"], 0);
+    let opts = Options {
+        addr: args.addr("127.0.0.1:7443"),
+        cert: args.value("--cert").map(PathBuf::from),
+        key: args.value("--key").map(PathBuf::from),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |what: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs {what}"))
-        };
-        match name.as_str() {
-            "--help" | "-h" => return Ok(None),
-            "--addr" => opts.addr = value("an address such as 127.0.0.1:7443")?,
-            "--cert" => opts.cert = Some(value("a PEM file")?.into()),
-            "--key" => opts.key = Some(value("a PEM file")?.into()),
-            _ => return Err(format!("unknown argument '{arg}' (try --help)")),
-        }
-    }
     if opts.cert.is_some() != opts.key.is_some() {
-        return Err("--cert and --key go together: give both or neither".to_owned());
+        args.usage_error("--cert and --key go together: give both or neither");
     }
-    Ok(Some(opts))
+    opts
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1: the server configuration, and
@@ -133,17 +118,7 @@ fn run(opts: Options) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
-        Ok(Some(opts)) => opts,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("tls_echo: {msg}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = parse_args();
     match run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use copas::TcpStream;
 
-#[path = "support/mod.rs"]
-mod support;
+#[path = "support/cli.rs"]
+mod cli;
 
 fn handle(mut conn: TcpStream) -> io::Result<()> {
     while let Some(line) = conn.receive_line()? {
@@ -56,34 +56,36 @@ fn demo(addr: std::net::SocketAddr) {
         .expect("spawn");
 }
 
+const USAGE: &str = "\
+usage: tracing [--addr HOST:PORT] [--level LEVEL] [--demo]
+
+An echo server whose tasks and connections are tracing spans, printed on stderr.
+  --addr HOST:PORT  where to listen (default 127.0.0.1:7001)
+  --level LEVEL     error, warn, info, debug (default) or trace
+  --demo            serve on a free port, run a short scripted session, exit
+  --help            this text
+";
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: tracing [--addr HOST:PORT] [--level LEVEL] [--demo]");
-        return;
-    }
-    let level = args
-        .iter()
-        .position(|a| a == "--level")
-        .and_then(|i| args.get(i + 1))
-        .map_or("debug", String::as_str);
+    let args =
+        cli::Args::parse_with_flags("tracing", USAGE, &["--addr", "--level"], &["--demo"], 0);
+    let level = args.value("--level").unwrap_or("debug");
     let level: tracing::Level = match level.parse() {
         Ok(l) => l,
-        Err(_) => {
-            eprintln!("tracing: --level {level}: not a level (error, warn, info, debug, trace)");
-            std::process::exit(2);
-        }
+        Err(_) => args.usage_error(&format!(
+            "option '--level' wants error, warn, info, debug or trace, not '{level}'"
+        )),
     };
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(io::stderr)
         .without_time()
         .init();
-    let is_demo = args.iter().any(|a| a == "--demo");
+    let is_demo = args.flag("--demo");
     let addr = if is_demo {
         "127.0.0.1:0".to_owned()
     } else {
-        support::parse_addr("127.0.0.1:7001")
+        args.addr("127.0.0.1:7001")
     };
     let server = match copas::ServerBuilder::new()
         .name("echo")
@@ -91,17 +93,16 @@ fn main() {
         .serve(addr.as_str(), handle)
     {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("tracing: cannot listen on {addr}: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => cli::cannot_listen("tracing", &addr, &e),
     };
     println!("echo server listening on {}", server.local_addr());
     if is_demo {
         demo(server.local_addr());
     }
     if let Err(e) = copas::run() {
-        eprintln!("tracing: the loop failed: {e}");
-        std::process::exit(1);
+        cli::fail(
+            "tracing",
+            &format!("the loop failed: {}", cli::describe(&e)),
+        );
     }
 }

@@ -561,10 +561,23 @@ fn the_legacy_example_reports_a_bad_address_as_a_sentence() {
         .args(["--addr", "not-an-address"])
         .output()
         .expect("run the legacy example");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a command-line mistake");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("legacy: cannot listen on not-an-address: "),
+        err.starts_with("legacy: option '--addr' wants HOST:PORT"),
+        "{err}"
+    );
+    // A port already taken is a failure at run time, said as a sentence.
+    let taken = common::listener();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(legacy_example())
+        .args(["--threads", "--addr", &taken_addr])
+        .output()
+        .expect("run the legacy example");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("legacy: cannot listen on {taken_addr}: ")),
         "{err}"
     );
     let help = std::process::Command::new(legacy_example())
@@ -577,8 +590,15 @@ fn the_legacy_example_reports_a_bad_address_as_a_sentence() {
         .arg("--bogus")
         .output()
         .expect("run the legacy example");
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("legacy: unknown argument --bogus"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("legacy: unknown option '--bogus'"));
+    let valued = std::process::Command::new(legacy_example())
+        .arg("--threads=yes")
+        .output()
+        .expect("run the legacy example");
+    assert_eq!(valued.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&valued.stderr)
+        .starts_with("legacy: option '--threads' takes no value"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The examples' command line: `--help`, options with values (`--addr HOST:PORT` or
-//! `--addr=HOST:PORT`), positional arguments, and errors printed as sentences.
+//! `--addr=HOST:PORT`), flags without one (`--demo`), positional arguments, and errors
+//! printed as sentences.
 //!
 //! Exit codes: 0 after `--help`, 2 for a command-line mistake (with a hint to try
 //! `--help`), 1 for a failure at run time such as a port already in use. Every example
@@ -13,6 +14,7 @@ use std::process::exit;
 pub(crate) struct Args {
     prog: &'static str,
     values: Vec<(&'static str, String)>,
+    flags: Vec<&'static str>,
     positional: Vec<String>,
 }
 
@@ -27,9 +29,23 @@ impl Args {
         options: &[&'static str],
         max_positional: usize,
     ) -> Args {
+        Args::parse_with_flags(prog, usage, options, &[], max_positional)
+    }
+
+    /// As [`Args::parse`], and `flags` are the names (with their `--`) that take no
+    /// value; [`Args::flag`] tells whether one was given. A flag given a value
+    /// (`--demo=yes`) is a usage error.
+    pub(crate) fn parse_with_flags(
+        prog: &'static str,
+        usage: &str,
+        options: &[&'static str],
+        flags: &[&'static str],
+        max_positional: usize,
+    ) -> Args {
         let mut args = Args {
             prog,
             values: Vec::new(),
+            flags: Vec::new(),
             positional: Vec::new(),
         };
         let mut it = std::env::args().skip(1);
@@ -47,6 +63,13 @@ impl Args {
                     Some((n, v)) => (n, Some(v.to_owned())),
                     None => (arg.as_str(), None),
                 };
+                if let Some(&flag) = flags.iter().find(|&&f| f == name) {
+                    if inline.is_some() {
+                        args.usage_error(&format!("option '{flag}' takes no value"));
+                    }
+                    args.flags.push(flag);
+                    continue;
+                }
                 let Some(&known) = options.iter().find(|&&o| o == name) else {
                     args.usage_error(&format!("unknown option '{name}'"));
                 };
@@ -64,6 +87,11 @@ impl Args {
             args.usage_error(&format!("unexpected argument '{extra}'"));
         }
         args
+    }
+
+    /// Whether flag `name` was given.
+    pub(crate) fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
     }
 
     /// The value of option `name` (the last one given), if any.

@@ -6,23 +6,6 @@
 
 use httparse::Status;
 
-/// `--addr HOST:PORT` from the command line, or the default. Kept for code written
-/// against it; the examples use `cli::Args` (`support/cli.rs`), which also answers
-/// `--help` and rejects unknown options.
-pub(crate) fn parse_addr(default: &str) -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--addr" {
-            if let Some(v) = args.next() {
-                return v;
-            }
-        } else if let Some(v) = arg.strip_prefix("--addr=") {
-            return v.to_owned();
-        }
-    }
-    default.to_owned()
-}
-
 /// The largest request head accepted.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The largest request body accepted (and discarded).

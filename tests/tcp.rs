@@ -404,6 +404,43 @@ fn receive_line_into_errors_append_nothing_and_lose_nothing() {
 }
 
 #[test]
+fn output_sent_after_a_flush_still_leaves_when_the_task_waits() {
+    guard(|| {
+        let (mut conn, peer) = pair();
+        let reader = thread::spawn(move || {
+            let mut r = BufReader::new(peer);
+            let mut lines = Vec::new();
+            for _ in 0..4 {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                lines.push(l);
+            }
+            r.get_mut().write_all(b"done\n").unwrap();
+            lines
+        });
+        let h = copas::spawn(move || -> io::Result<()> {
+            // A flush takes this stream out of the loop's flush queue; what is sent after
+            // it, with no flush of its own, must still go out before the task waits.
+            conn.send(b"one\n")?;
+            conn.flush()?;
+            conn.send(b"two\n")?;
+            copas::yield_now()?;
+            conn.send(b"three\n")?;
+            conn.flush()?;
+            conn.send(b"four\n")?;
+            assert_eq!(conn.receive_line()?.as_deref(), Some(&b"done"[..]));
+            Ok(())
+        });
+        copas::run().unwrap();
+        h.join().unwrap().unwrap();
+        assert_eq!(
+            reader.join().unwrap(),
+            ["one\n", "two\n", "three\n", "four\n"]
+        );
+    });
+}
+
+#[test]
 fn receive_some_waits_only_when_nothing_is_buffered() {
     guard(|| {
         let (mut conn, peer) = pair();

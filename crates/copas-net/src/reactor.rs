@@ -457,6 +457,23 @@ impl Reactor {
         self.inner.borrow_mut().flush_queue.push(f);
     }
 
+    /// Takes the socket of `key` back out of the flush queue when it is the last one
+    /// queued (the usual case for a handler that sends and then flushes at once): its
+    /// output is gone, and the background flush before the next wait would find nothing
+    /// to do. Returns whether it was taken out.
+    pub(crate) fn unqueue_flush(&self, key: usize) -> bool {
+        let f = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.flush_queue.last().is_none_or(|f| f.key() != key) {
+                return false;
+            }
+            inner.flush_queue.pop()
+        };
+        // Dropped with no borrow held (it is not the last reference: the caller has one).
+        drop(f);
+        true
+    }
+
     /// Records (or clears) that the socket's output waits for writability.
     pub(crate) fn set_flusher(&self, key: usize, f: Option<Weak<dyn BackgroundFlush>>) {
         let mut inner = self.inner.borrow_mut();

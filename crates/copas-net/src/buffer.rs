@@ -93,6 +93,10 @@ impl ReadBuffer {
     /// for the resume point of the search.
     #[inline]
     fn find_line(&mut self, max: usize) -> Line<(usize, usize)> {
+        if self.buf.is_empty() {
+            // The usual state between lines: nothing to search.
+            return Line::Incomplete;
+        }
         let start = self.scanned;
         match memchr::memchr(b'\n', &self.buf[start..]) {
             Some(pos) => {

@@ -297,6 +297,28 @@ fn a_read_timeout_keeps_what_arrived() {
     });
 }
 
+#[test]
+fn receive_line_into_reuses_one_vec_and_returns_a_last_line_without_newline() {
+    guard(|| {
+        let h = copas::spawn(|| -> io::Result<_> {
+            let mut child = sh("printf 'one\\r\\ntwo\\n\\nlast'")
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut out = child.stdout.take().unwrap();
+            let mut lines = Vec::new();
+            let mut line = Vec::new();
+            while out.receive_line_into(&mut line)? {
+                lines.push(String::from_utf8(line.clone()).unwrap());
+                line.clear();
+            }
+            assert!(child.wait()?.success());
+            Ok(lines)
+        });
+        copas::run().unwrap();
+        assert_eq!(h.join().unwrap().unwrap(), ["one", "two", "", "last"]);
+    });
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn on_linux_the_exit_is_watched_on_a_registered_pidfd() {

@@ -275,6 +275,172 @@ fn every_receive_form_including_crlf() {
 }
 
 #[test]
+fn receive_line_into_appends_every_line_form_and_reports_the_end() {
+    guard(|| {
+        let (mut conn, mut peer) = pair();
+        peer.write_all(b"lf line\ncrlf line\r\n\r\n\nbare\rcr\r\nEXACTthe rest\n")
+            .unwrap();
+        peer.shutdown(Shutdown::Write).unwrap();
+        let h = copas::spawn(move || -> io::Result<()> {
+            let mut line = b"kept:".to_vec();
+            assert!(conn.receive_line_into(&mut line)?);
+            assert_eq!(line, b"kept:lf line", "appends to what the Vec holds");
+            let mut next = |conn: &mut TcpStream| -> io::Result<Option<Vec<u8>>> {
+                line.clear();
+                Ok(conn.receive_line_into(&mut line)?.then(|| line.clone()))
+            };
+            assert_eq!(next(&mut conn)?.as_deref(), Some(&b"crlf line"[..]));
+            assert_eq!(next(&mut conn)?.as_deref(), Some(&b""[..]), "empty CRLF");
+            assert_eq!(next(&mut conn)?.as_deref(), Some(&b""[..]), "empty LF");
+            assert_eq!(next(&mut conn)?.as_deref(), Some(&b"bare\rcr"[..]));
+            // The other receive forms see exactly what is left.
+            assert_eq!(&conn.receive_exact(5)?[..], b"EXACT");
+            assert_eq!(next(&mut conn)?.as_deref(), Some(&b"the rest"[..]));
+            // A clean end: `false`, nothing appended, and the same again.
+            let mut end = b"untouched".to_vec();
+            assert!(!conn.receive_line_into(&mut end)?);
+            assert!(!conn.receive_line_into(&mut end)?);
+            assert_eq!(end, b"untouched");
+            Ok(())
+        });
+        copas::run().unwrap();
+        h.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn receive_line_into_keeps_what_follows_a_line_read_in_one_piece() {
+    guard(|| {
+        let listener = copas::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let taken = Rc::new(Cell::new(0));
+        let step = taken.clone();
+        let receiver = copas::spawn(move || -> io::Result<Vec<Vec<u8>>> {
+            let (mut conn, _) = listener.accept()?;
+            let mut got = Vec::new();
+            let mut line = Vec::new();
+            // Each piece arrives while nothing is buffered: a line whole in one read goes
+            // straight to `line`, and what follows it (a partial line, more lines) must
+            // stay buffered for the next calls.
+            while conn.receive_line_into(&mut line)? {
+                got.push(std::mem::take(&mut line));
+                step.set(step.get() + 1);
+            }
+            assert!(conn.buffered().is_empty());
+            Ok(got)
+        });
+        let sender = copas::spawn(move || -> io::Result<()> {
+            let mut s = TcpStream::connect(addr)?;
+            s.set_nodelay(true)?;
+            for (piece, lines_before) in [
+                (&b"one\n"[..], 0),
+                (b"two\r\nthr", 1),
+                (b"ee\nfour\nfive\n", 2),
+                (b"six", 5),
+                (b"\r\n", 5),
+            ] {
+                // Wait until the receiver has taken every line sent so far and waits
+                // again, so the next piece lands on an empty buffer.
+                while taken.get() < lines_before {
+                    copas::yield_now()?;
+                }
+                copas::yield_now()?;
+                s.send(piece)?;
+                s.flush()?;
+            }
+            s.close()
+        });
+        copas::run().unwrap();
+        sender.join().unwrap().unwrap();
+        let got = receiver.join().unwrap().unwrap();
+        assert_eq!(
+            got,
+            [&b"one"[..], b"two", b"three", b"four", b"five", b"six"]
+        );
+    });
+}
+
+#[test]
+fn receive_line_into_errors_append_nothing_and_lose_nothing() {
+    guard(|| {
+        let (mut conn, mut peer) = pair();
+        conn.set_max_line_length(16);
+        // One line over the limit arriving whole, one at the limit, then EOF mid-line.
+        peer.write_all(b"0123456789abcdefg\n").unwrap();
+        let h = copas::spawn(move || -> io::Result<TcpStream> {
+            let mut line = b"x".to_vec();
+            let e = conn.receive_line_into(&mut line).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(line, b"x", "nothing appended");
+            assert_eq!(conn.buffered(), b"0123456789abcdefg\n", "the bytes stay");
+            Ok(conn)
+        });
+        copas::run().unwrap();
+        let mut conn = h.join().unwrap().unwrap();
+        let h = copas::spawn(move || -> io::Result<()> {
+            let _ = conn.receive_exact(18)?;
+            conn.set_read_timeout(Some(Duration::from_millis(50)))?;
+            peer.write_all(b"0123456789abcdef\r\npartial").unwrap();
+            let mut line = Vec::new();
+            assert!(conn.receive_line_into(&mut line)?);
+            assert_eq!(line, b"0123456789abcdef");
+            line.clear();
+            // No newline yet: the timeout keeps the partial line buffered.
+            let e = conn.receive_line_into(&mut line).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert!(line.is_empty());
+            assert_eq!(conn.buffered(), b"partial");
+            drop(peer);
+            let e = conn.receive_line_into(&mut line).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+            assert!(line.is_empty());
+            assert_eq!(&conn.receive_to_end()?[..], b"partial");
+            assert!(!conn.receive_line_into(&mut line)?);
+            Ok(())
+        });
+        copas::run().unwrap();
+        h.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn output_sent_after_a_flush_still_leaves_when_the_task_waits() {
+    guard(|| {
+        let (mut conn, peer) = pair();
+        let reader = thread::spawn(move || {
+            let mut r = BufReader::new(peer);
+            let mut lines = Vec::new();
+            for _ in 0..4 {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                lines.push(l);
+            }
+            r.get_mut().write_all(b"done\n").unwrap();
+            lines
+        });
+        let h = copas::spawn(move || -> io::Result<()> {
+            // A flush takes this stream out of the loop's flush queue; what is sent after
+            // it, with no flush of its own, must still go out before the task waits.
+            conn.send(b"one\n")?;
+            conn.flush()?;
+            conn.send(b"two\n")?;
+            copas::yield_now()?;
+            conn.send(b"three\n")?;
+            conn.flush()?;
+            conn.send(b"four\n")?;
+            assert_eq!(conn.receive_line()?.as_deref(), Some(&b"done"[..]));
+            Ok(())
+        });
+        copas::run().unwrap();
+        h.join().unwrap().unwrap();
+        assert_eq!(
+            reader.join().unwrap(),
+            ["one\n", "two\n", "three\n", "four\n"]
+        );
+    });
+}
+
+#[test]
 fn receive_some_waits_only_when_nothing_is_buffered() {
     guard(|| {
         let (mut conn, peer) = pair();

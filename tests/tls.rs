@@ -77,9 +77,13 @@ fn localhost(ca: &Ca) -> Arc<ServerConfig> {
 }
 
 /// Echoes lines, each back with `\n` in one send; closes with close_notify at the end.
+/// Lines are received into one reused `Vec` (`receive_line_into`).
 fn echo(mut conn: TlsStream) -> io::Result<()> {
-    while let Some(line) = conn.receive_line()? {
-        conn.send(&[&line[..], b"\n"].concat())?;
+    let mut line = Vec::new();
+    while conn.receive_line_into(&mut line)? {
+        line.push(b'\n');
+        conn.send(&line)?;
+        line.clear();
     }
     conn.close()
 }

@@ -20,11 +20,12 @@ pub(crate) struct ReadBuffer {
     scanned: usize,
 }
 
-/// The outcome of looking for a line.
+/// The outcome of looking for a line: `T` is the line ([`ReadBuffer::take_line`]) or
+/// nothing, when it was appended to the caller's buffer ([`ReadBuffer::take_line_into`]).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Line {
+pub(crate) enum Line<T = Bytes> {
     /// A complete line, without its `\n` and a `\r` before it.
-    Complete(Bytes),
+    Complete(T),
     /// No `\n` yet.
     Incomplete,
     /// The line is longer than the limit (the bytes stay buffered).
@@ -47,6 +48,55 @@ impl ReadBuffer {
     /// Takes one line if a complete one is buffered. A line is too long when its content
     /// (without `\r\n`) exceeds `max` bytes, also before its `\n` has arrived.
     pub(crate) fn take_line(&mut self, max: usize) -> Line {
+        match self.find_line(max) {
+            Line::Complete((content, nl)) => {
+                // The whole buffer is one line (the usual case): hand over the allocation
+                // itself, which avoids making it shared.
+                let mut line = if nl + 1 == self.buf.len() {
+                    std::mem::take(&mut self.buf)
+                } else {
+                    self.buf.split_to(nl + 1)
+                };
+                line.truncate(content);
+                self.scanned = 0;
+                Line::Complete(line.freeze())
+            }
+            Line::Incomplete => Line::Incomplete,
+            Line::TooLong => Line::TooLong,
+        }
+    }
+
+    /// As [`take_line`](Self::take_line), but appends the line to `out` instead of
+    /// returning it, so that no allocation changes hands (and none is made when `out` has
+    /// room). Nothing is appended unless the result is `Complete`.
+    pub(crate) fn take_line_into(&mut self, max: usize, out: &mut Vec<u8>) -> Line<()> {
+        match self.find_line(max) {
+            Line::Complete((content, nl)) => {
+                out.extend_from_slice(&self.buf[..content]);
+                if nl + 1 == self.buf.len() {
+                    // Empty now: `clear` keeps the allocation and its whole capacity
+                    // (advancing would leave the consumed front unusable).
+                    self.buf.clear();
+                } else {
+                    bytes::Buf::advance(&mut self.buf, nl + 1);
+                }
+                self.scanned = 0;
+                Line::Complete(())
+            }
+            Line::Incomplete => Line::Incomplete,
+            Line::TooLong => Line::TooLong,
+        }
+    }
+
+    /// Looks for a complete line: `Complete((content, nl))` gives the length of its
+    /// content (without `\r\n`) and the index of its `\n`; the buffer is unchanged except
+    /// for the resume point of the search.
+    #[inline]
+    fn find_line(&mut self, max: usize) -> Line<(usize, usize)> {
+        if self.buf.is_empty() {
+            // The usual state between lines: nothing to search.
+            return Line::Incomplete;
+        }
         let start = self.scanned;
         match memchr::memchr(b'\n', &self.buf[start..]) {
             Some(pos) => {
@@ -60,16 +110,7 @@ impl ReadBuffer {
                     self.scanned = nl;
                     return Line::TooLong;
                 }
-                // The whole buffer is one line (the usual case): hand over the allocation
-                // itself, which avoids making it shared.
-                let mut line = if nl + 1 == self.buf.len() {
-                    std::mem::take(&mut self.buf)
-                } else {
-                    self.buf.split_to(nl + 1)
-                };
-                line.truncate(content);
-                self.scanned = 0;
-                Line::Complete(line.freeze())
+                Line::Complete((content, nl))
             }
             None => {
                 self.scanned = self.buf.len();
@@ -140,6 +181,20 @@ pub(crate) trait Fill {
     /// Reads more input into [`rbuf`](Fill::rbuf), waiting until `deadline`; 0 means the
     /// peer closed its side (and every later call returns 0 too).
     fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize>;
+
+    /// As [`fill`](Fill::fill), but a reader that reads into a scratch buffer first may
+    /// offer what one read brought to `land` while its own buffer is empty: `land` takes
+    /// a prefix (copying it out) and returns its length, and only the rest is buffered.
+    /// Returns the bytes read, taken or not. The default offers nothing.
+    #[inline]
+    fn fill_landing(
+        &mut self,
+        deadline: Option<Instant>,
+        land: &mut impl FnMut(&[u8]) -> usize,
+    ) -> io::Result<usize> {
+        let _ = land;
+        self.fill(deadline)
+    }
 }
 
 /// What a line cut short by end of stream is.
@@ -177,13 +232,76 @@ pub(crate) fn receive_line<F: Fill>(
             } else if last == LastLine::Line {
                 Ok(Some(rbuf.take_all()))
             } else {
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "copas: connection closed in the middle of a line",
-                ))
+                Err(eof_mid_line())
             };
         }
     }
+}
+
+/// As [`receive_line`], but appends the line to `out` and returns `true`, or returns
+/// `false` at a clean end of stream between lines (nothing appended). A line that a single
+/// read brings whole while nothing is buffered goes from the reader's scratch buffer
+/// straight to `out` ([`Fill::fill_landing`]), so the reader's buffer is never allocated.
+///
+/// # Errors
+/// As [`receive_line`]; nothing is appended to `out` on error.
+#[inline]
+pub(crate) fn receive_line_into<F: Fill>(
+    src: &mut F,
+    out: &mut Vec<u8>,
+    max_line: usize,
+    last: LastLine,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    loop {
+        match src.rbuf().take_line_into(max_line, out) {
+            Line::Complete(()) => return Ok(true),
+            Line::TooLong => return Err(line_too_long(max_line)),
+            Line::Incomplete => {}
+        }
+        let mut landed = false;
+        let mut land = |data: &[u8]| -> usize {
+            let Some(nl) = memchr::memchr(b'\n', data) else {
+                return 0;
+            };
+            let content = if nl > 0 && data[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            if content > max_line {
+                return 0; // buffered; `take_line_into` reports it
+            }
+            out.extend_from_slice(&data[..content]);
+            landed = true;
+            nl + 1
+        };
+        let n = src.fill_landing(deadline, &mut land)?;
+        if landed {
+            return Ok(true);
+        }
+        if n == 0 {
+            let rbuf = src.rbuf();
+            return if rbuf.is_empty() {
+                Ok(false)
+            } else if last == LastLine::Line {
+                let n = rbuf.len();
+                out.extend_from_slice(rbuf.as_slice());
+                rbuf.consume(n);
+                Ok(true)
+            } else {
+                Err(eof_mid_line())
+            };
+        }
+    }
+}
+
+#[cold]
+fn eof_mid_line() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "copas: connection closed in the middle of a line",
+    )
 }
 
 #[cold]
@@ -440,6 +558,7 @@ mod tests {
             /// Feeds the next `n` bytes of the stream (fewer at its end).
             Feed(usize),
             Line(usize),
+            LineInto(usize),
             Exact(usize),
             Some(usize),
             Consume(usize),
@@ -477,6 +596,7 @@ mod tests {
             prop_oneof![
                 6 => (0..64usize).prop_map(Op::Feed),
                 6 => limit().prop_map(Op::Line),
+                3 => limit().prop_map(Op::LineInto),
                 2 => limit().prop_map(Op::Exact),
                 2 => limit().prop_map(Op::Some),
                 1 => limit().prop_map(Op::Consume),
@@ -514,6 +634,22 @@ mod tests {
                             r.data.extend_from_slice(piece);
                         }
                         Op::Line(max) => prop_assert_eq!(b.take_line(max), r.take_line(max)),
+                        Op::LineInto(max) => {
+                            // Appends to what `out` holds, and only a complete line.
+                            let mut out = b"prefix".to_vec();
+                            let got = match b.take_line_into(max, &mut out) {
+                                Line::Complete(()) => {
+                                    prop_assert!(out.starts_with(b"prefix"));
+                                    Line::Complete(Bytes::copy_from_slice(&out[6..]))
+                                }
+                                Line::Incomplete => Line::Incomplete,
+                                Line::TooLong => Line::TooLong,
+                            };
+                            if !matches!(got, Line::Complete(_)) {
+                                prop_assert_eq!(&out[..], b"prefix");
+                            }
+                            prop_assert_eq!(got, r.take_line(max));
+                        }
                         Op::Exact(n) => prop_assert_eq!(b.take_exact(n), r.take_exact(n)),
                         Op::Some(n) => prop_assert_eq!(b.take_some(n), r.take_some(n)),
                         Op::Consume(n) => {

@@ -7,8 +7,8 @@
 //! never wake the wrong task. [`live`] is the one place that checks it.
 //!
 //! Invariants:
-//! - Per direction ([`Interest`] indexes `Slot::dirs`), `waiters` holds the tasks suspended
-//!   waiting for it. An exclusive slot (a copas socket) holds at most one; a shared one (a
+//! - Per direction ([`Interest`] indexes `Slot::first` and `Slot::more`), the slot holds
+//!   the tasks suspended waiting for it. An exclusive slot (a copas socket) holds at most one; a shared one (a
 //!   [`Registration`](crate::Registration)) any number. `Inner::waiters` counts every
 //!   recorded waiter plus the sockets whose buffered output waits for writability.
 //! - A wait that ends finds its slot alive or fails: a task woken because its slot was
@@ -52,50 +52,39 @@ pub(crate) trait BackgroundFlush {
     fn key(&self) -> usize;
 }
 
-/// One direction of a slot.
-#[derive(Default)]
-struct DirState {
-    /// The tasks suspended waiting for this direction.
-    waiters: Waiters,
-    /// (precise backends) An event reported readiness since the last waiter resumed: the
-    /// next `wait` returns at once, so an edge that came while no task waited is not lost.
-    ready: bool,
+/// The tasks waiting in one direction of a slot: a view of the slot's `first[dir]` (in its
+/// first cache line) and `more[dir]` (in its second). `first` is `None` only when `more` is
+/// empty, and `more` is empty unless the slot is shared, so an exclusive slot (a copas
+/// socket) is only ever read and written in its first line.
+struct Waiters<'a> {
+    first: &'a mut Option<TaskId>,
+    more: &'a mut Vec<TaskId>,
+    shared: bool,
 }
 
-/// A set of waiting tasks: the first inline (an exclusive slot, a copas socket, never has
-/// more, so its waits touch no memory outside the slot), any others (shared slots only)
-/// in `more`. `first` is `None` only when `more` is empty.
-#[derive(Default)]
-struct Waiters {
-    first: Option<TaskId>,
-    more: Vec<TaskId>,
-}
-
-impl Waiters {
+impl Waiters<'_> {
     fn is_empty(&self) -> bool {
         self.first.is_none()
     }
 
-    fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.more.len()
-    }
-
     fn contains(&self, id: TaskId) -> bool {
-        self.first == Some(id) || self.more.contains(&id)
+        *self.first == Some(id) || (self.shared && self.more.contains(&id))
     }
 
+    /// Adds `id`; the caller has checked that an exclusive slot has no waiter yet.
     fn push(&mut self, id: TaskId) {
         if self.first.is_none() {
-            self.first = Some(id);
+            *self.first = Some(id);
         } else {
+            debug_assert!(self.shared);
             self.more.push(id);
         }
     }
 
     /// Removes `id`; returns whether it was there. Keeps `first` set while any remain.
     fn remove(&mut self, id: TaskId) -> bool {
-        if self.first == Some(id) {
-            self.first = self.more.pop();
+        if *self.first == Some(id) {
+            *self.first = if self.shared { self.more.pop() } else { None };
             true
         } else if let Some(i) = self.more.iter().position(|&w| w == id) {
             self.more.swap_remove(i);
@@ -104,32 +93,36 @@ impl Waiters {
             false
         }
     }
-
-    /// Calls `f` on each waiter; an empty or single-waiter set touches only the slot.
-    fn for_each(&self, f: &mut dyn FnMut(TaskId)) {
-        if let Some(first) = self.first {
-            f(first);
-            self.more.iter().for_each(|&id| f(id));
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
-        self.first.into_iter().chain(self.more.iter().copied())
-    }
 }
 
+/// A registered descriptor. `repr(C)` with 64-byte alignment keeps everything a wait, a
+/// wake-up and an event of an exclusive slot touch in its first cache line: with many
+/// connections each slot is cold by the time its socket is used again, and a slot spread
+/// over three lines (as before) cost a miss per line at each of those steps.
+#[repr(C, align(64))]
 struct Slot {
+    // First line (61 bytes).
     generation: u32,
     /// The descriptor, for re-arming a oneshot registration.
     fd: RawFd,
+    /// Per direction ([`Interest::index`]), the first waiting task (see [`Waiters`]).
+    first: [Option<TaskId>; 2],
+    /// (precise backends) Per direction, an event reported readiness since the last
+    /// waiter resumed: the next `wait` returns at once, so an edge that came while no task
+    /// waited is not lost.
+    ready: [bool; 2],
     /// Whether several tasks may wait in one direction at once.
     shared: bool,
-    dirs: [DirState; 2],
-    /// Whose output waits for writability, if any.
-    flusher: Option<Weak<dyn BackgroundFlush>>,
     /// (precise backends) The peer shut down its side or the connection failed: a read
     /// must not be skipped, since no further edge will come.
     read_closed: bool,
+    /// `flusher.is_some()`, kept in the first line for the events that check it.
+    has_flusher: bool,
+    // Second line: touched only by shared slots and while output waits for writability.
+    /// Per direction, the waiting tasks after the first (shared slots only).
+    more: [Vec<TaskId>; 2],
+    /// Whose output waits for writability, if any.
+    flusher: Option<Weak<dyn BackgroundFlush>>,
 }
 
 struct Inner {
@@ -141,13 +134,61 @@ struct Inner {
 }
 
 impl Slot {
+    fn new(generation: u32, fd: RawFd, shared: bool) -> Slot {
+        Slot {
+            generation,
+            fd,
+            first: [None; 2],
+            ready: [false; 2],
+            shared,
+            read_closed: false,
+            has_flusher: false,
+            more: Default::default(),
+            flusher: None,
+        }
+    }
+
+    fn waiters(&mut self, dir: Interest) -> Waiters<'_> {
+        let i = dir.index();
+        Waiters {
+            first: &mut self.first[i],
+            more: &mut self.more[i],
+            shared: self.shared,
+        }
+    }
+
+    fn has_waiter(&self, dir: Interest) -> bool {
+        self.first[dir.index()].is_some()
+    }
+
+    /// Every waiting task in both directions; an exclusive slot's touches only its first
+    /// line.
+    fn all_waiters(&self) -> impl Iterator<Item = TaskId> + '_ {
+        let more: &[Vec<TaskId>] = if self.shared { &self.more } else { &[] };
+        self.first
+            .iter()
+            .flatten()
+            .copied()
+            .chain(more.iter().flatten().copied())
+    }
+
+    /// Calls `f` on each task waiting for `dir`.
+    fn for_each_waiter(&self, dir: Interest, f: &mut dyn FnMut(TaskId)) {
+        let i = dir.index();
+        if let Some(first) = self.first[i] {
+            f(first);
+            if self.shared {
+                self.more[i].iter().for_each(|&id| f(id));
+            }
+        }
+    }
+
     /// The directions a oneshot registration must be armed for: those with a waiter, and
     /// writability while buffered output waits for it.
     fn interest(&self) -> (bool, bool) {
-        let [r, w] = &self.dirs;
         (
-            !r.waiters.is_empty(),
-            !w.waiters.is_empty() || self.flusher.is_some(),
+            self.has_waiter(Interest::Read),
+            self.has_waiter(Interest::Write) || self.has_flusher,
         )
     }
 }
@@ -175,10 +216,9 @@ impl Inner {
             if !ready {
                 continue;
             }
-            let state = &mut slot.dirs[dir.index()];
-            state.ready |= r.read_closed.is_some();
-            state.waiters.for_each(wake);
-            if dir == Interest::Write && state.waiters.is_empty() {
+            slot.ready[dir.index()] |= r.read_closed.is_some();
+            slot.for_each_waiter(dir, wake);
+            if dir == Interest::Write && !slot.has_waiter(dir) && slot.has_flusher {
                 flush = slot.flusher.as_ref().and_then(Weak::upgrade);
             }
         }
@@ -271,14 +311,7 @@ impl Reactor {
             let mut inner = self.inner.borrow_mut();
             let generation = inner.next_generation;
             inner.next_generation = (generation + 1) % GENERATION_LIMIT;
-            let index = inner.slots.insert(Slot {
-                generation,
-                fd,
-                shared,
-                dirs: Default::default(),
-                flusher: None,
-                read_closed: false,
-            });
+            let index = inner.slots.insert(Slot::new(generation, fd, shared));
             key_of(index, generation)
         };
         if let Err(e) = self.backend.add(fd, key) {
@@ -308,12 +341,11 @@ impl Reactor {
                 return;
             }
             let slot = inner.slots.remove(index);
-            let n = slot.dirs.iter().map(|d| d.waiters.len()).sum::<usize>()
-                + usize::from(slot.flusher.is_some());
+            let n = slot.all_waiters().count() + usize::from(slot.has_flusher);
             inner.waiters -= n;
             slot
         };
-        for id in slot.dirs.iter().flat_map(|d| d.waiters.iter()) {
+        for id in slot.all_waiters() {
             hooks::wake(&self.runtime, id);
         }
     }
@@ -328,7 +360,7 @@ impl Reactor {
     /// Wakes whoever waits on the socket in either direction (they re-check their state).
     pub(crate) fn wake_waiters(&self, key: usize) {
         let ids: Vec<TaskId> = match live(&mut self.inner.borrow_mut().slots, key) {
-            Some(s) => s.dirs.iter().flat_map(|d| d.waiters.iter()).collect(),
+            Some(s) => s.all_waiters().collect(),
             None => return,
         };
         for id in ids {
@@ -381,16 +413,16 @@ impl Reactor {
             let inner = &mut *inner;
             let slot = live(&mut inner.slots, key).ok_or_else(closed)?;
             let shared = slot.shared;
-            let state = &mut slot.dirs[dir.index()];
-            if !state.waiters.contains(me) {
-                if !shared && !state.waiters.is_empty() {
+            let waiters = slot.waiters(dir);
+            if !waiters.contains(me) {
+                if !shared && !waiters.is_empty() {
                     return Err(busy(dir));
                 }
-                if std::mem::take(&mut state.ready) {
+                if std::mem::take(&mut slot.ready[dir.index()]) {
                     // An edge came while nobody waited: retry the operation now.
                     return Ok(());
                 }
-                state.waiters.push(me);
+                slot.waiters(dir).push(me);
                 inner.waiters += 1;
             }
             (slot.fd, self.backend.needs_rearm().then(|| slot.interest()))
@@ -425,6 +457,23 @@ impl Reactor {
         self.inner.borrow_mut().flush_queue.push(f);
     }
 
+    /// Takes the socket of `key` back out of the flush queue when it is the last one
+    /// queued (the usual case for a handler that sends and then flushes at once): its
+    /// output is gone, and the background flush before the next wait would find nothing
+    /// to do. Returns whether it was taken out.
+    pub(crate) fn unqueue_flush(&self, key: usize) -> bool {
+        let f = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.flush_queue.last().is_none_or(|f| f.key() != key) {
+                return false;
+            }
+            inner.flush_queue.pop()
+        };
+        // Dropped with no borrow held (it is not the last reference: the caller has one).
+        drop(f);
+        true
+    }
+
     /// Records (or clears) that the socket's output waits for writability.
     pub(crate) fn set_flusher(&self, key: usize, f: Option<Weak<dyn BackgroundFlush>>) {
         let mut inner = self.inner.borrow_mut();
@@ -432,11 +481,12 @@ impl Reactor {
         let Some(slot) = live(&mut inner.slots, key) else {
             return;
         };
-        match (&slot.flusher, &f) {
-            (None, Some(_)) => inner.waiters += 1,
-            (Some(_), None) => inner.waiters -= 1,
+        match (slot.has_flusher, &f) {
+            (false, Some(_)) => inner.waiters += 1,
+            (true, None) => inner.waiters -= 1,
             _ => {}
         }
+        slot.has_flusher = f.is_some();
         slot.flusher = f;
         self.rearm(slot, key);
     }
@@ -491,11 +541,10 @@ impl WaitGuard<'_> {
         let Some(slot) = live(&mut inner.slots, self.key) else {
             return false;
         };
-        let state = &mut slot.dirs[self.dir.index()];
-        if state.waiters.remove(self.me) {
+        if slot.waiters(self.dir).remove(self.me) {
             inner.waiters -= 1;
             // The event that woke us is consumed by the retry that follows.
-            state.ready = false;
+            slot.ready[self.dir.index()] = false;
         }
         true
     }
@@ -545,5 +594,61 @@ impl Driver for Reactor {
 
     fn notifier(&self) -> Notify {
         self.backend.notifier()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the layout of `Slot` is for: each slot of the slab starts a cache line, and
+    /// its first 64 bytes hold the fields of the hot path (so the slab's entry tag fits a
+    /// niche instead of adding a line).
+    #[test]
+    fn each_slot_starts_a_cache_line_and_takes_two() {
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
+        assert!(std::mem::offset_of!(Slot, has_flusher) < 64);
+        assert_eq!(std::mem::offset_of!(Slot, more), 64);
+        let mut slab = Slab::new();
+        let keys: Vec<usize> = (0..4)
+            .map(|i| slab.insert(Slot::new(i, 3, false)))
+            .collect();
+        let addr = |k: usize| std::ptr::from_ref(&slab[k]) as usize;
+        for &k in &keys {
+            assert_eq!(addr(k) % 64, 0);
+        }
+        assert_eq!(
+            addr(keys[1]) - addr(keys[0]),
+            128,
+            "no tag outside the slot"
+        );
+    }
+
+    #[test]
+    fn exclusive_and_shared_waiters() {
+        let handles: Vec<_> = (0..3).map(|_| copas_core::spawn(|| ())).collect();
+        let ids: Vec<TaskId> = handles.iter().map(|h| h.task().id()).collect();
+        let mut shared = Slot::new(0, 3, true);
+        for &id in &ids {
+            shared.waiters(Interest::Read).push(id);
+        }
+        assert_eq!(shared.all_waiters().collect::<Vec<_>>(), ids);
+        assert!(shared.waiters(Interest::Read).remove(ids[0]));
+        assert!(
+            shared.has_waiter(Interest::Read),
+            "first refilled from more"
+        );
+        assert!(!shared.waiters(Interest::Read).remove(ids[0]));
+        assert!(shared.waiters(Interest::Read).remove(ids[1]));
+        assert!(shared.waiters(Interest::Read).remove(ids[2]));
+        assert!(!shared.has_waiter(Interest::Read));
+        let mut exclusive = Slot::new(0, 3, false);
+        exclusive.waiters(Interest::Write).push(ids[0]);
+        assert!(exclusive.waiters(Interest::Write).contains(ids[0]));
+        assert!(!exclusive.has_waiter(Interest::Read));
+        assert_eq!(exclusive.interest(), (false, true));
+        assert!(exclusive.waiters(Interest::Write).remove(ids[0]));
+        assert_eq!(exclusive.all_waiters().count(), 0);
+        copas_core::run().expect("run");
     }
 }

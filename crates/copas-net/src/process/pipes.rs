@@ -92,6 +92,11 @@ impl<T: AsFd> PipeReader<T> {
         buffer::receive_line(self, self.max_line, LastLine::Line, deadline)
     }
 
+    fn receive_line_into(&mut self, line: &mut Vec<u8>) -> io::Result<bool> {
+        let deadline = deadline_after(self.read_timeout);
+        buffer::receive_line_into(self, line, self.max_line, LastLine::Line, deadline)
+    }
+
     fn receive_exact(&mut self, n: usize) -> io::Result<Bytes> {
         let deadline = deadline_after(self.read_timeout);
         buffer::receive_exact(self, n, "the pipe", deadline)
@@ -189,6 +194,16 @@ macro_rules! reader {
             /// `TimedOut` past the read timeout; the cancellation error; the OS error.
             pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
                 self.inner.receive_line()
+            }
+
+            /// As [`receive_line`](Self::receive_line), but appends the line to `line`
+            /// and returns `true`, or `false` at end of stream (nothing appended): a
+            /// reused `Vec` makes no allocation per line.
+            ///
+            /// # Errors
+            /// As [`receive_line`](Self::receive_line); nothing is appended on error.
+            pub fn receive_line_into(&mut self, line: &mut Vec<u8>) -> io::Result<bool> {
+                self.inner.receive_line_into(line)
             }
 
             /// Receives exactly `n` bytes.

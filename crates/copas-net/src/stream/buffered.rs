@@ -118,6 +118,36 @@ impl<S: StreamSocket> Stream<S> {
         self.read.receive_line()
     }
 
+    /// Receives one line as [`receive_line`](Stream::receive_line) does, but appends it
+    /// (without its `\n` and a `\r` before it) to `line` instead of returning a new
+    /// buffer: `Ok(true)` when a line was appended, `Ok(false)` when the peer closed the
+    /// connection cleanly with nothing buffered. Like [`BufRead::read_until`], it appends;
+    /// clear `line` between calls. A handler that reuses one `Vec` makes no allocation per
+    /// line, where `receive_line` makes one for each (the connection's own buffer is
+    /// released whenever it empties, so that an idle connection holds none).
+    ///
+    /// ```
+    /// let (mut a, mut b) = copas_net::UnixStream::pair().unwrap();
+    /// copas_core::spawn(move || {
+    ///     a.send(b"one\r\ntwo\n")?;
+    ///     a.close()
+    /// });
+    /// let mut line = Vec::new();
+    /// let mut lines = Vec::new();
+    /// while b.receive_line_into(&mut line).unwrap() {
+    ///     lines.push(String::from_utf8(line.clone()).unwrap());
+    ///     line.clear();
+    /// }
+    /// assert_eq!(lines, ["one", "two"]);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`receive_line`](Stream::receive_line); on error nothing is appended, and what
+    /// arrived stays buffered.
+    pub fn receive_line_into(&mut self, line: &mut Vec<u8>) -> io::Result<bool> {
+        self.read.receive_line_into(line)
+    }
+
     /// Receives exactly `n` bytes (LuaSocket's numeric pattern).
     ///
     /// # Errors

@@ -43,7 +43,11 @@ impl<S: StreamSocket> ReadHalf<S> {
     /// One read: straight into the buffer when it has room, else into the reactor's
     /// scratch buffer and copied, so the buffer only ever holds what was received. Returns
     /// the bytes read and the bytes asked for.
-    fn recv_once(&mut self) -> io::Result<(usize, usize)> {
+    ///
+    /// A read into the scratch buffer while the buffer is empty offers its bytes to `land`
+    /// first ([`Fill::fill_landing`]); only what `land` leaves is buffered.
+    #[inline]
+    fn recv_once(&mut self, land: &mut impl FnMut(&[u8]) -> usize) -> io::Result<(usize, usize)> {
         let buf = &mut self.rbuf.buf;
         let spare = buf.capacity() - buf.len();
         if spare >= DIRECT_READ {
@@ -56,7 +60,14 @@ impl<S: StreamSocket> ReadHalf<S> {
             .reactor()
             .with_scratch(READ_CHUNK, |scratch| {
                 let n = io.read_some(scratch)?;
-                buf.extend_from_slice(&scratch[..n]);
+                let taken = if n > 0 && buf.is_empty() {
+                    land(&scratch[..n]).min(n)
+                } else {
+                    0
+                };
+                if taken < n {
+                    buf.extend_from_slice(&scratch[taken..n]);
+                }
                 Ok((n, scratch.len()))
             })
     }
@@ -77,6 +88,15 @@ impl<S: StreamSocket> ReadHalf<S> {
     pub fn receive_line(&mut self) -> io::Result<Option<Bytes>> {
         let deadline = self.read_deadline();
         buffer::receive_line(self, self.max_line, LastLine::Error, deadline)
+    }
+
+    /// As [`Stream::receive_line_into`](crate::Stream::receive_line_into).
+    ///
+    /// # Errors
+    /// As [`Stream::receive_line_into`](crate::Stream::receive_line_into).
+    pub fn receive_line_into(&mut self, line: &mut Vec<u8>) -> io::Result<bool> {
+        let deadline = self.read_deadline();
+        buffer::receive_line_into(self, line, self.max_line, LastLine::Error, deadline)
     }
 
     /// As [`Stream::receive_exact`](crate::Stream::receive_exact).
@@ -131,6 +151,15 @@ impl<S: StreamSocket> Fill for ReadHalf<S> {
     /// the receive loops, as it was before they were shared (the echo hot path).
     #[inline]
     fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        self.fill_landing(deadline, &mut |_| 0)
+    }
+
+    #[inline]
+    fn fill_landing(
+        &mut self,
+        deadline: Option<Instant>,
+        land: &mut impl FnMut(&[u8]) -> usize,
+    ) -> io::Result<usize> {
         self.shared.take_error()?;
         if self.shared.read_closed.get() {
             return Err(shut_down("reading"));
@@ -142,7 +171,7 @@ impl<S: StreamSocket> Fill for ReadHalf<S> {
             if std::mem::take(&mut self.drained) && self.shared.source.may_skip_read() {
                 self.wait_readable(deadline)?;
             }
-            match self.recv_once() {
+            match self.recv_once(land) {
                 Ok((0, _)) => {
                     self.eof = true;
                     return Ok(0);

@@ -114,6 +114,9 @@ impl<S: StreamSocket> StreamShared<S> {
             }
         }
         self.set_flusher(false);
+        if self.queued.get() && self.source.reactor().unqueue_flush(self.source.key()) {
+            self.queued.set(false);
+        }
         Ok(())
     }
 

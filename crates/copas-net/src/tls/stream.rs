@@ -437,6 +437,16 @@ impl TlsStream {
         buffer::receive_line(self, self.max_line, LastLine::Error, deadline)
     }
 
+    /// As [`TcpStream::receive_line_into`]: appends the line to `line` (`false` at a clean
+    /// end of stream), so a reused `Vec` makes no allocation per line.
+    ///
+    /// # Errors
+    /// As [`receive_line`](Self::receive_line); nothing is appended on error.
+    pub fn receive_line_into(&mut self, line: &mut Vec<u8>) -> io::Result<bool> {
+        let deadline = self.read_deadline();
+        buffer::receive_line_into(self, line, self.max_line, LastLine::Error, deadline)
+    }
+
     /// As [`TcpStream::receive_exact`].
     ///
     /// # Errors

@@ -25,7 +25,7 @@ use crate::overflow;
 use crate::remote::{Handle, Remote};
 use crate::report::{self, ErrorHandler, Problem, TaskPanic};
 use crate::run_queue::RunQueue;
-use crate::slot::{RecordPool, State, TaskCell, TaskTable};
+use crate::slot::{flag, RecordPool, State, TaskCell, TaskTable};
 use crate::stack::StackPool;
 use crate::timer_queue::{TimerAction, TimerKey, TimerQueue};
 use crate::wait::WaitOn;
@@ -504,7 +504,7 @@ impl Shared {
         }
         for c in self.tasks.all() {
             let never_ran = c.coro.borrow().as_ref().is_some_and(|co| !co.started());
-            if never_ran && !c.cancelled.get() {
+            if never_ran && !c.has(flag::CANCELLED) {
                 self.report(
                     &c,
                     Problem::NeverRan,
@@ -520,8 +520,7 @@ impl Shared {
                 break;
             }
             for c in &all {
-                c.unwinding.set(true);
-                c.cancelled.set(true);
+                c.raise(flag::UNWINDING | flag::CANCELLED);
                 self.wake_cell(c);
             }
             drop(all);

@@ -31,6 +31,20 @@ use crate::wait::WaitOn;
 
 pub(crate) type Coro = Coroutine<Resume, (), (), TaskStack>;
 
+/// The bits of [`TaskCell::flags`].
+pub(crate) mod flag {
+    /// Cancelled: the next blocking call fails with the cancellation error.
+    pub(crate) const CANCELLED: u8 = 1;
+    /// A blocking call already reported the cancellation: the next suspension unwinds.
+    pub(crate) const CANCEL_SEEN: u8 = 2;
+    /// Shutting down: every blocking call unwinds the stack.
+    pub(crate) const UNWINDING: u8 = 4;
+    /// Its wait timer fired (cleared when it suspends again).
+    pub(crate) const TIMED_OUT: u8 = 8;
+    /// A `with_timeout` scope is open (`scope_deadline` is `Some`).
+    pub(crate) const SCOPE: u8 = 16;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// In the run queue.
@@ -55,14 +69,9 @@ pub(crate) struct TaskCell {
     pub(crate) overflow_info: TaskInfo,
     pub(crate) error_handler: Option<ErrorHandler>,
     pub(crate) peer: Option<SocketAddr>,
-    /// Cancelled: the next blocking call fails with the cancellation error.
-    pub(crate) cancelled: Cell<bool>,
-    /// A blocking call already reported the cancellation: the next suspension unwinds.
-    pub(crate) cancel_seen: Cell<bool>,
-    /// Shutting down: every blocking call unwinds the stack.
-    pub(crate) unwinding: Cell<bool>,
-    /// Its wait timer fired (cleared when it suspends again).
-    pub(crate) timed_out: Cell<bool>,
+    /// The [`flag`] bits: cancellation, unwinding, a fired wait timer, a timeout scope.
+    /// One word, so that a switch checks them all with one load and one test.
+    pub(crate) flags: Cell<u8>,
     /// Suspended in `park`.
     pub(crate) parked: Cell<bool>,
     /// An unpark arrived: the next `park` returns at once.
@@ -72,8 +81,9 @@ pub(crate) struct TaskCell {
     /// Delivers a dropped stream's output within its own deadline: a graceful shutdown
     /// does not cancel it.
     pub(crate) lingering: bool,
-    /// The deadline of the innermost `with_timeout` scope.
-    pub(crate) scope_deadline: Cell<Option<Instant>>,
+    /// The deadline of the innermost `with_timeout` scope (written only through
+    /// [`TaskCell::set_scope_deadline`], which keeps [`flag::SCOPE`] in step).
+    scope_deadline: Cell<Option<Instant>>,
     /// What it waits on while suspended (meaningful while `waiting`; a yield writes
     /// nothing).
     pub(crate) wait: Cell<WaitOn>,
@@ -139,10 +149,7 @@ impl RecordPool {
             overflow_info: t.overflow_info,
             error_handler: t.error_handler,
             peer: t.peer,
-            cancelled: Cell::new(false),
-            cancel_seen: Cell::new(false),
-            unwinding: Cell::new(false),
-            timed_out: Cell::new(false),
+            flags: Cell::new(0),
             parked: Cell::new(false),
             token: Cell::new(false),
             exit_waiter: Cell::new(false),
@@ -172,10 +179,7 @@ impl RecordPool {
         let name = c.name.take();
         let handler = c.error_handler.take();
         c.state.set(State::Queued);
-        c.cancelled.set(false);
-        c.cancel_seen.set(false);
-        c.unwinding.set(false);
-        c.timed_out.set(false);
+        c.flags.set(0);
         c.parked.set(false);
         c.token.set(false);
         c.exit_waiter.set(false);
@@ -194,6 +198,41 @@ impl RecordPool {
 }
 
 impl TaskCell {
+    /// Whether any of the `bits` (of [`flag`]) is set.
+    #[inline(always)]
+    pub(crate) fn has(&self, bits: u8) -> bool {
+        self.flags.get() & bits != 0
+    }
+
+    #[inline(always)]
+    pub(crate) fn raise(&self, bits: u8) {
+        self.flags.set(self.flags.get() | bits);
+    }
+
+    #[inline(always)]
+    pub(crate) fn lower(&self, bits: u8) {
+        self.flags.set(self.flags.get() & !bits);
+    }
+
+    /// The deadline of the innermost `with_timeout` scope.
+    #[inline]
+    pub(crate) fn scope_deadline(&self) -> Option<Instant> {
+        if self.has(flag::SCOPE) {
+            self.scope_deadline.get()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn set_scope_deadline(&self, d: Option<Instant>) {
+        self.scope_deadline.set(d);
+        if d.is_some() {
+            self.raise(flag::SCOPE);
+        } else {
+            self.lower(flag::SCOPE);
+        }
+    }
+
     /// A copy of the wait record.
     pub(crate) fn wait_on(&self) -> WaitOn {
         if !self.waiting.get() {

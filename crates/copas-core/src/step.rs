@@ -20,7 +20,7 @@ use corosensei::CoroutineResult;
 use crate::context::{self, Resume, Running};
 use crate::overflow;
 use crate::runtime::Shared;
-use crate::slot::{State, TaskCell};
+use crate::slot::{flag, State, TaskCell};
 use crate::timer_queue::TimerAction;
 
 /// While tasks are runnable, at most this many steps in a row skip polling the driver.
@@ -192,7 +192,7 @@ impl Shared {
             match action {
                 TimerAction::Wake(id) => {
                     if let Some(c) = self.tasks.get(id) {
-                        c.timed_out.set(true);
+                        c.raise(flag::TIMED_OUT);
                         self.wake_cell(&c);
                     } else if id.is_main() {
                         self.wake(id);
@@ -232,7 +232,9 @@ impl Shared {
         cell.state.set(State::Running);
         overflow::enter(&cell.overflow_info);
         // A task cancelled before it started never runs: it starts by unwinding.
-        let input = if cell.unwinding.get() || (cell.cancelled.get() && !coro.started()) {
+        let input = if cell.has(flag::UNWINDING | flag::CANCELLED)
+            && (cell.has(flag::UNWINDING) || !coro.started())
+        {
             Resume::Unwind
         } else {
             Resume::Run

@@ -22,7 +22,7 @@ use crate::context::{self, Resume};
 use crate::error::{self, Unwinding};
 use crate::id::TaskId;
 use crate::runtime::{Runtime, Shared};
-use crate::slot::{State, TaskCell};
+use crate::slot::{flag, State, TaskCell};
 use crate::timer_queue::TimerAction;
 use crate::wait::WaitOn;
 
@@ -74,7 +74,7 @@ impl Shared {
         let Some(cell) = self.tasks.get(id) else {
             return false;
         };
-        cell.cancelled.set(true);
+        cell.raise(flag::CANCELLED);
         if cell.state.get() == State::Suspended {
             self.wake_cell(&cell);
         }
@@ -91,7 +91,7 @@ impl Shared {
             if spare_lingering && cell.lingering {
                 continue;
             }
-            cell.cancelled.set(true);
+            cell.raise(flag::CANCELLED);
             if cell.state.get() == State::Suspended {
                 self.wake_cell(&cell);
             }
@@ -162,20 +162,20 @@ pub(crate) fn suspend_task(
     if std::thread::panicking() {
         return Err(error::panicking());
     }
-    if cell.unwinding.get() || cell.cancel_seen.get() {
+    if cell.has(flag::UNWINDING | flag::CANCEL_SEEN) {
         panic::resume_unwind(Box::new(Unwinding));
     }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
+    if cell.has(flag::CANCELLED) {
+        cell.raise(flag::CANCEL_SEEN);
         #[cfg(feature = "tracing")]
         tracing::debug!("copas: task cancelled"); // diag
         return Err(crate::Cancelled.into());
     }
-    let deadline = earliest(deadline, cell.scope_deadline.get());
+    let deadline = earliest(deadline, cell.scope_deadline());
     if deadline.is_some_and(|d| Instant::now() >= d) {
         return Err(io::ErrorKind::TimedOut.into());
     }
-    cell.timed_out.set(false);
+    cell.lower(flag::TIMED_OUT);
     if requeue {
         shared.wake_cell(cell);
     }
@@ -208,12 +208,12 @@ pub(crate) fn suspend_task(
     if resumed == Resume::Unwind {
         panic::resume_unwind(Box::new(Unwinding));
     }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
+    if cell.has(flag::CANCELLED) {
+        cell.raise(flag::CANCEL_SEEN);
         #[cfg(feature = "tracing")]
         tracing::debug!("copas: task cancelled"); // diag
         Err(crate::Cancelled.into())
-    } else if cell.timed_out.get() {
+    } else if cell.has(flag::TIMED_OUT) {
         #[cfg(feature = "tracing")]
         if !slept {
             tracing::debug!("copas: a wait timed out"); // diag
@@ -227,47 +227,45 @@ pub(crate) fn suspend_task(
 /// Yields the running task, or (outside one) runs a step; see
 /// [`yield_now`](crate::yield_now).
 pub(crate) fn yield_now() -> io::Result<()> {
-    if let Some(r) = context::with_current(|cell, shared| {
-        if cell.scope_deadline.get().is_some() {
-            // A `with_timeout` scope arms a wait timer: the general path.
-            suspend_task(shared, cell, WaitOn::Nothing, None, true)
-        } else {
-            yield_task(shared, cell)
-        }
-    }) {
+    if let Some(r) = context::with_current(yield_task) {
         return r;
     }
     let rt = Runtime::try_current().ok_or_else(gone)?;
     rt.shared().step(Some(Duration::ZERO)).map(drop)
 }
 
-/// [`suspend_task`] for a yield with no deadline at all: the same checks in the same
-/// order, without the wait record and timer bookkeeping (nothing to arm, nothing to
-/// record), so the hot switch stays small.
+/// A yield of the running task `cell`. With no flag raised (no cancellation, no
+/// unwinding, no fired timer, no timeout scope) it is [`suspend_task`] with nothing to
+/// check, arm or record: one test of the flag word before the switch and one after.
+/// Anything else takes the general path, which checks in the same order.
 #[inline(always)]
-fn yield_task(shared: &Shared, cell: &Rc<TaskCell>) -> io::Result<()> {
-    if std::thread::panicking() {
-        return Err(error::panicking());
+fn yield_task(cell: &Rc<TaskCell>, shared: &Shared) -> io::Result<()> {
+    const BEFORE: u8 =
+        flag::CANCELLED | flag::CANCEL_SEEN | flag::UNWINDING | flag::TIMED_OUT | flag::SCOPE;
+    if cell.has(BEFORE) || std::thread::panicking() {
+        return suspend_task(shared, cell, WaitOn::Nothing, None, true);
     }
-    if cell.unwinding.get() || cell.cancel_seen.get() {
-        panic::resume_unwind(Box::new(Unwinding));
-    }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
-        return Err(crate::Cancelled.into());
-    }
-    cell.timed_out.set(false);
     shared.wake_cell(cell);
     if context::suspend() == Resume::Unwind {
         panic::resume_unwind(Box::new(Unwinding));
     }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
+    if cell.has(flag::CANCELLED | flag::TIMED_OUT) {
+        return after_yield(cell);
+    }
+    Ok(())
+}
+
+/// A yield was interrupted by a cancellation or (never for a plain yield, kept for the
+/// general rule) a fired wait timer.
+#[cold]
+fn after_yield(cell: &TaskCell) -> io::Result<()> {
+    if cell.has(flag::CANCELLED) {
+        cell.raise(flag::CANCEL_SEEN);
+        #[cfg(feature = "tracing")]
+        tracing::debug!("copas: task cancelled"); // diag
         Err(crate::Cancelled.into())
-    } else if cell.timed_out.get() {
-        Err(io::ErrorKind::TimedOut.into())
     } else {
-        Ok(())
+        Err(io::ErrorKind::TimedOut.into())
     }
 }
 
@@ -288,7 +286,7 @@ fn cooperate_slow() {
         if std::thread::panicking() {
             return;
         }
-        if cell.unwinding.get() || cell.cancel_seen.get() {
+        if cell.has(flag::UNWINDING | flag::CANCEL_SEEN) {
             panic::resume_unwind(Box::new(Unwinding));
         }
         shared.wake_cell(cell);
@@ -354,11 +352,11 @@ pub fn with_timeout<R>(timeout: Duration, f: impl FnOnce() -> R) -> R {
     let cell = context::with_current(|cell, _| cell.clone());
     let rt = Runtime::current();
     let prev = match &cell {
-        Some(c) => c.scope_deadline.get(),
+        Some(c) => c.scope_deadline(),
         None => rt.shared().main_scope_deadline.get(),
     };
     let set = |d: Option<Instant>| match &cell {
-        Some(c) => c.scope_deadline.set(d),
+        Some(c) => c.set_scope_deadline(d),
         None => rt.shared().main_scope_deadline.set(d),
     };
     set(earliest(prev, new));

@@ -354,7 +354,7 @@ where
     };
     #[cfg(feature = "tracing")]
     if matches!(outcome, Err(JoinError::Cancelled))
-        && context::with_current(|c, _| !c.unwinding.get()).unwrap_or(false)
+        && context::with_current(|c, _| !c.has(crate::slot::flag::UNWINDING)).unwrap_or(false)
     {
         tracing::debug!("copas: task unwound: cancelled"); // diag
     }

@@ -351,7 +351,7 @@ impl Runtime {
 
 impl Shared {
     fn new() -> Shared {
-        overflow::init_thread();
+        overflow::init_thread(crate::context::running_info);
         let parker = Rc::new(ThreadParker::new());
         let remote = Arc::new(Remote::new(parker.notifier()));
         Shared {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use corosensei::Coroutine;
 use slab::Slab;
 
-use crate::context::Resume;
+use crate::context::{Resume, TaskYielder};
 use crate::id::TaskId;
 use crate::overflow::TaskInfo;
 use crate::report::ErrorHandler;
@@ -60,6 +60,9 @@ pub(crate) enum State {
 /// Everything the scheduler knows about one task.
 pub(crate) struct TaskCell {
     pub(crate) id: TaskId,
+    /// The coroutine's yielder: null until the coroutine starts, then a pointer into its
+    /// own stack (see `context.rs`).
+    pub(crate) yielder: Cell<*const TaskYielder>,
     /// Borrowed mutably only by the scheduler while it resumes the task (never
     /// re-entrantly: the loop cannot be stepped from inside a task).
     pub(crate) coro: RefCell<Option<Coro>>,
@@ -143,6 +146,7 @@ impl RecordPool {
         }
         Rc::new(TaskCell {
             id: t.id,
+            yielder: Cell::new(std::ptr::null()),
             coro: RefCell::new(Some(t.coro)),
             name: t.name,
             state: Cell::new(State::Queued),
@@ -178,6 +182,7 @@ impl RecordPool {
         let coro = c.coro.get_mut().take();
         let name = c.name.take();
         let handler = c.error_handler.take();
+        c.yielder.set(std::ptr::null());
         c.state.set(State::Queued);
         c.flags.set(0);
         c.parked.set(false);

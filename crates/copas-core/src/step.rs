@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use corosensei::CoroutineResult;
 
 use crate::context::{self, Resume, Running};
-use crate::overflow;
 use crate::runtime::Shared;
 use crate::slot::{flag, State, TaskCell};
 use crate::timer_queue::TimerAction;
@@ -230,7 +229,6 @@ impl Shared {
             return;
         };
         cell.state.set(State::Running);
-        overflow::enter(&cell.overflow_info);
         // A task cancelled before it started never runs: it starts by unwinding.
         let input = if cell.has(flag::UNWINDING | flag::CANCELLED)
             && (cell.has(flag::UNWINDING) || !coro.started())
@@ -248,7 +246,6 @@ impl Shared {
             let _running = Running::enter(&cell, self);
             coro.resume(input)
         };
-        overflow::leave();
         if let Some(ran) = self.watch.leave() {
             self.report_blocked(&cell, ran); // diag: blocked-loop warning (cold)
         }

@@ -93,8 +93,8 @@ pub(crate) struct TaskCell {
     pub(crate) waiting: Cell<bool>,
     /// The loop's clock when it suspended (read at the latest poll, so it may be early).
     pub(crate) since: Cell<Option<Instant>>,
-    /// The next task in the run queue (see `run_queue.rs`); `None` when not queued.
-    pub(crate) next: Cell<Option<Rc<TaskCell>>>,
+    /// The next task in the run queue (see `run_queue.rs`); null when not queued or last.
+    pub(crate) next: Cell<*const TaskCell>,
     /// diag: the task's span (feature `tracing`), entered while the task runs; replaced by
     /// `Span::none()` when the thread's runtime is torn down (see `Shared::shutdown`).
     #[cfg(feature = "tracing")]
@@ -162,7 +162,7 @@ impl RecordPool {
             wait: Cell::new(WaitOn::Nothing),
             waiting: Cell::new(false),
             since: Cell::new(None),
-            next: Cell::new(None),
+            next: Cell::new(std::ptr::null()),
             #[cfg(feature = "tracing")]
             span: RefCell::new(t.span), // diag
         })

@@ -178,7 +178,11 @@ impl RecordPool {
         if self.free.borrow().len() >= POOL_RECORDS {
             return;
         }
-        // Back to the state of a new record (what `make` does not overwrite).
+        // Back to the state of a new record (what `make` does not overwrite). The wait
+        // record is `Nothing` already (each suspension clears it when it ends, and a task
+        // finishes running); `since` and `scope_deadline` mean nothing while `waiting` is
+        // false and `flag::SCOPE` is lowered, so they are left as they are.
+        debug_assert!(!c.waiting.get(), "copas: a finished task still waits");
         let coro = c.coro.get_mut().take();
         let name = c.name.take();
         let handler = c.error_handler.take();
@@ -188,16 +192,12 @@ impl RecordPool {
         c.parked.set(false);
         c.token.set(false);
         c.exit_waiter.set(false);
-        c.scope_deadline.set(None);
-        let wait = c.wait.replace(WaitOn::Nothing);
-        c.waiting.set(false);
-        c.since.set(None);
         #[cfg(feature = "tracing")]
         let span = std::mem::replace(c.span.get_mut(), tracing::Span::none()); // diag
         #[cfg(not(feature = "tracing"))]
         let span = ();
         // These may run user destructors, which may spawn: the pool is not borrowed now.
-        drop((coro, name, handler, wait, span));
+        drop((coro, name, handler, span));
         self.free.borrow_mut().push(rc);
     }
 }

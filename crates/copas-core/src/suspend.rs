@@ -121,9 +121,7 @@ pub(crate) fn gone() -> io::Error {
 /// (`TimedOut`), or it is cancelled (an error for which `is_cancelled` holds). Outside a
 /// task, drives the loop until the caller (the main pseudo-task) is woken.
 pub(crate) fn suspend(wait: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
-    if let Some(r) =
-        context::with_current(|cell, shared| suspend_task(shared, cell, wait, deadline, false))
-    {
+    if let Some(r) = context::with_current(|cell, shared| wait_task(shared, cell, wait, deadline)) {
         return r;
     }
     // While the thread exits, destructors of unwound tasks may still try to block.
@@ -133,9 +131,7 @@ pub(crate) fn suspend(wait: WaitOn, deadline: Option<Instant>) -> io::Result<()>
 
 /// As [`suspend`], on the given runtime (the current thread's).
 pub(crate) fn suspend_on(rt: &Runtime, wait: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
-    if let Some(r) =
-        context::with_current(|cell, shared| suspend_task(shared, cell, wait, deadline, false))
-    {
+    if let Some(r) = context::with_current(|cell, shared| wait_task(shared, cell, wait, deadline)) {
         return r;
     }
     suspend_main_on(rt.shared(), deadline)
@@ -147,6 +143,41 @@ fn suspend_main_on(shared: &Shared, deadline: Option<Instant>) -> io::Result<()>
     }
     let deadline = earliest(deadline, shared.main_scope_deadline.get());
     suspend_main(shared, deadline)
+}
+
+/// A wait of the running task `cell` on `wait`. With no deadline and no flag raised
+/// (no cancellation, no unwinding, no timeout scope) it is [`suspend_task`] with no timer
+/// to arm or disarm and one test of the flag word on each side of the switch; anything
+/// else takes the general path, which checks in the same order.
+#[inline(always)]
+fn wait_task(
+    shared: &Shared,
+    cell: &Rc<TaskCell>,
+    wait: WaitOn,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    const BEFORE: u8 = flag::CANCELLED | flag::CANCEL_SEEN | flag::UNWINDING | flag::SCOPE;
+    if deadline.is_some()
+        || cell.has(BEFORE)
+        || matches!(wait, WaitOn::Nothing)
+        || std::thread::panicking()
+    {
+        return suspend_task(shared, cell, wait, deadline, false);
+    }
+    cell.lower(flag::TIMED_OUT);
+    cell.wait.set(wait);
+    cell.since.set(shared.last_now.get());
+    cell.waiting.set(true);
+    let resumed = context::suspend();
+    cell.waiting.set(false);
+    let _ended = cell.wait.replace(WaitOn::Nothing);
+    if resumed == Resume::Unwind {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.has(flag::CANCELLED | flag::TIMED_OUT) {
+        return interrupted(cell);
+    }
+    Ok(())
 }
 
 /// Suspends the running task `cell`; with `requeue`, the task is put back in the run
@@ -250,15 +281,15 @@ fn yield_task(cell: &Rc<TaskCell>, shared: &Shared) -> io::Result<()> {
         panic::resume_unwind(Box::new(Unwinding));
     }
     if cell.has(flag::CANCELLED | flag::TIMED_OUT) {
-        return after_yield(cell);
+        return interrupted(cell);
     }
     Ok(())
 }
 
-/// A yield was interrupted by a cancellation or (never for a plain yield, kept for the
-/// general rule) a fired wait timer.
+/// A wait with no deadline (or a yield) was interrupted by a cancellation or (never
+/// without a deadline, kept for the general rule) a fired wait timer.
 #[cold]
-fn after_yield(cell: &TaskCell) -> io::Result<()> {
+fn interrupted(cell: &TaskCell) -> io::Result<()> {
     if cell.has(flag::CANCELLED) {
         cell.raise(flag::CANCEL_SEEN);
         #[cfg(feature = "tracing")]

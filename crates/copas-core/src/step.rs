@@ -110,21 +110,7 @@ impl Shared {
                 busy = true;
             }
         }
-        busy |= self.run_pass();
-        if more {
-            // The next pass would be a step that skips the poll: make it here, without the
-            // step's own bookkeeping. Output is flushed below, before the next poll.
-            while self.busy_steps.get() < POLL_EVERY
-                && self.shutdown_deadline.get().is_none()
-                && !self.run_queue.is_empty()
-            {
-                self.busy_steps.set(self.busy_steps.get() + 1);
-                self.steps.set(self.steps.get() + 1);
-                self.take_remote();
-                self.fire_timers();
-                self.run_pass();
-            }
-        }
+        busy |= self.run_passes(more);
         // Output written during the pass leaves now, not at the next step, which a
         // program driving `step` may take much later.
         match driver {
@@ -206,15 +192,37 @@ impl Shared {
     /// Resumes every task that was runnable when the pass began. (Not re-entrant: the
     /// loop cannot be stepped from inside a task.)
     pub(crate) fn run_pass(&self) -> bool {
-        // The queue fills up again during the pass, at its back: this pass takes only the
-        // tasks in front of those.
-        let n = self.run_queue.len();
-        for _ in 0..n {
-            let next = self.run_queue.pop_front();
-            let Some(cell) = next else { break };
-            self.resume(cell);
+        self.run_passes(false)
+    }
+
+    /// One pass; with `more`, further passes while the next one would be a step that
+    /// skips the poll: they are made here, in the same loop, without the step's own
+    /// bookkeeping (each is still preceded by the remote queue and the timers, and
+    /// counted as a step). Output is flushed by the caller, before the next poll.
+    fn run_passes(&self, more: bool) -> bool {
+        let mut any = false;
+        loop {
+            // The queue fills up again during the pass, at its back: this pass takes only
+            // the tasks in front of those.
+            let n = self.run_queue.len();
+            for _ in 0..n {
+                let next = self.run_queue.pop_front();
+                let Some(cell) = next else { break };
+                self.resume(cell);
+            }
+            any |= n > 0;
+            if !more
+                || self.busy_steps.get() >= POLL_EVERY
+                || self.shutdown_deadline.get().is_some()
+                || self.run_queue.is_empty()
+            {
+                return any;
+            }
+            self.busy_steps.set(self.busy_steps.get() + 1);
+            self.steps.set(self.steps.get() + 1);
+            self.take_remote();
+            self.fire_timers();
         }
-        n > 0
     }
 
     #[inline]

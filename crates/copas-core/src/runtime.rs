@@ -122,11 +122,15 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-struct Holder(RefCell<Option<Runtime>>);
+/// The thread's runtime, made on first use. A `OnceCell`, not a `RefCell`: the hot lookup
+/// (every spawn, every call made outside a task) is one load and a test.
+struct Holder(std::cell::OnceCell<Runtime>);
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        let rt = self.0.borrow_mut().take();
+        // The thread-local is marked destroyed before this runs: from here on,
+        // `try_current` and `with_existing` find no runtime.
+        let rt = self.0.take();
         if let Some(rt) = rt {
             rt.shared.shutdown();
         }
@@ -134,13 +138,13 @@ impl Drop for Holder {
 }
 
 thread_local! {
-    static RUNTIME: Holder = const { Holder(RefCell::new(None)) };
+    static RUNTIME: Holder = const { Holder(std::cell::OnceCell::new()) };
 }
 
 /// Runs `f` on this thread's runtime if it has one (without creating it).
 pub(crate) fn with_existing<R>(f: impl FnOnce(&Shared) -> R) -> Option<R> {
     RUNTIME
-        .try_with(|h| h.0.borrow().as_ref().map(|rt| rt.shared.clone()))
+        .try_with(|h| h.0.get().map(|rt| rt.shared.clone()))
         .ok()
         .flatten()
         .map(|s| f(&s))
@@ -164,11 +168,10 @@ impl Runtime {
     pub fn try_current() -> Option<Runtime> {
         RUNTIME
             .try_with(|h| {
-                h.0.borrow_mut()
-                    .get_or_insert_with(|| Runtime {
-                        shared: Rc::new(Shared::new()),
-                    })
-                    .clone()
+                h.0.get_or_init(|| Runtime {
+                    shared: Rc::new(Shared::new()),
+                })
+                .clone()
             })
             .ok()
     }

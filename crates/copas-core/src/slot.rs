@@ -11,7 +11,9 @@
 //!   coroutine runs or a record is dropped.
 //! - A finished task's record is kept for reuse ([`RecordPool`]) only when nothing else
 //!   holds it (`Rc::get_mut` succeeds): a reused record is indistinguishable from a new
-//!   one, and no id, handle or destructor can still see the old task through it.
+//!   one, and no id, handle or destructor can still see the old task through it. (The
+//!   wait record, its start time and the scope deadline are not reset: they are read only
+//!   while `waiting` is set or `flag::SCOPE` is raised, and both are cleared.)
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;

@@ -137,6 +137,24 @@ pub(crate) fn suspend_on(rt: &Runtime, wait: WaitOn, deadline: Option<Instant>) 
     suspend_main_on(rt.shared(), deadline)
 }
 
+/// The wait of [`JoinHandle::join`](crate::JoinHandle::join) for task `id`: names the
+/// caller (its task, or MAIN outside a task) in `waiter`, then suspends as
+/// [`suspend_on`] with no deadline, looking the running task up once for both.
+pub(crate) fn suspend_join(
+    rt: &Runtime,
+    id: TaskId,
+    waiter: &std::cell::Cell<Option<TaskId>>,
+) -> io::Result<()> {
+    if let Some(r) = context::with_current(|cell, shared| {
+        waiter.set(Some(cell.id));
+        wait_task(shared, cell, WaitOn::Join(id), None)
+    }) {
+        return r;
+    }
+    waiter.set(Some(TaskId::MAIN));
+    suspend_main_on(rt.shared(), None)
+}
+
 fn suspend_main_on(shared: &Shared, deadline: Option<Instant>) -> io::Result<()> {
     if std::thread::panicking() {
         return Err(error::panicking());

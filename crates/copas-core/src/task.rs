@@ -24,7 +24,6 @@ use crate::report::{ErrorHandler, Problem, TaskPanic};
 use crate::runtime::{self, Runtime, Shared};
 use crate::slot::{Coro, NewTask};
 use crate::suspend::{self, gone};
-use crate::wait::WaitOn;
 
 /// A handle to a task: its id, its name, and a way to wake it from [`park`](crate::park).
 ///
@@ -124,9 +123,7 @@ impl<T> JoinHandle<T> {
             if let Some(r) = self.state.result.borrow_mut().take() {
                 return r;
             }
-            let me = crate::hooks::waiter_id();
-            self.state.waiter.set(Some(me));
-            let r = suspend::suspend_on(&self.runtime, WaitOn::Join(self.id), None);
+            let r = suspend::suspend_join(&self.runtime, self.id, &self.state.waiter);
             self.state.waiter.set(None);
             match r {
                 Ok(()) => {}

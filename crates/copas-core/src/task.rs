@@ -320,7 +320,7 @@ impl Builder {
             name: self.name,
             task: std::cell::OnceCell::new(),
             state,
-            runtime: rt.clone(),
+            runtime: rt,
             recycle: |shared, state| shared.join_states.recycle(state),
         })
     }

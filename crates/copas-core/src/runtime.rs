@@ -385,10 +385,6 @@ impl Shared {
         }
     }
 
-    pub(crate) fn default_stack_size(&self) -> usize {
-        self.stacks.borrow().default_size()
-    }
-
     pub(crate) fn insert_timer(&self, deadline: Instant, action: TimerAction) -> TimerKey {
         self.timers.borrow_mut().insert(deadline, action)
     }

@@ -285,11 +285,12 @@ impl Builder {
     {
         let rt = Runtime::try_current().ok_or_else(gone)?;
         let shared = rt.shared();
-        let size = self
-            .stack_size
-            .unwrap_or_else(|| shared.default_stack_size());
         let state = shared.join_states.make::<T>();
-        let stack = shared.stacks.borrow_mut().take(size)?;
+        let (stack, size) = {
+            let mut stacks = shared.stacks.borrow_mut();
+            let size = self.stack_size.unwrap_or(stacks.default_size());
+            (stacks.take(size)?, size)
+        };
         let guard = overflow::guard_range(stack.limit().get());
         let id = shared.next_id();
         let root_state = state.clone();

@@ -19,7 +19,7 @@ use corosensei::CoroutineResult;
 
 use crate::context::{self, Resume, Running};
 use crate::runtime::Shared;
-use crate::slot::{flag, Coro, State, TaskCell};
+use crate::slot::{flag, State, TaskCell};
 use crate::timer_queue::TimerAction;
 
 /// While tasks are runnable, at most this many steps in a row skip polling the driver.
@@ -264,15 +264,14 @@ impl Shared {
                 }
             }
             CoroutineResult::Return(()) => {
-                // The finished coroutine gives up its stack where it lies (no copies of the
-                // whole coroutine on the way to the pool).
-                let stack = slot.take().map(Coro::into_stack);
+                // The finished coroutine gives up its stack where it lies, straight to the
+                // pool (no copies of the coroutine or the stack kept across other calls).
+                if let Some(coro) = slot.take() {
+                    self.stacks.borrow_mut().give(coro.into_stack());
+                }
                 drop(slot);
                 cell.state.set(State::Done);
                 let removed = self.tasks.remove(cell.id);
-                if let Some(stack) = stack {
-                    self.stacks.borrow_mut().give(stack);
-                }
                 drop(removed);
                 self.records.recycle(cell);
             }

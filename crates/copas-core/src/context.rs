@@ -1,22 +1,24 @@
-//! The thread-local link to the task that is running right now: its coroutine's yielder,
-//! its record and its runtime, so that a blocking call finds all three with one
-//! thread-local read and no lookup.
+//! The thread-local link to the task that is running right now: its record (which holds
+//! its coroutine's yielder and its stack-overflow facts) and its runtime, so that a
+//! blocking call finds both with one thread-local read and no lookup.
 //!
 //! `unsafe` in copas-core lives here, in `stack.rs` (stack memory), in `run_queue.rs` (the
-//! queue's tail pointer) and in `overflow.rs` (the stack-overflow signal handler).
+//! queue's links) and in `overflow.rs` (the stack-overflow signal handler).
 //!
-//! Invariant: the three pointers of [`Ctx`] are either all null (no task runs on this
-//! thread) or describe the coroutine executing on this thread at this moment:
-//! - `yielder` points at that coroutine's [`Yielder`], which lives on the coroutine's own
-//!   stack for the whole life of the coroutine. The coroutine stores it when it starts;
-//!   [`suspend`] restores it after every resumption.
-//! - `task` comes from [`Rc::as_ptr`] of the task's record, and the scheduler holds that
-//!   `Rc` on its own stack for as long as the resumption lasts ([`Running`] borrows it).
-//! - `shared` points at the runtime state whose method is resuming the task; that method
-//!   holds `&Shared` for as long as the resumption lasts.
+//! Invariant: the `task` pointer of [`Ctx`] is null (no task runs on this thread) or
+//! describes the coroutine executing on this thread at this moment:
+//! - `task` comes from [`Rc::as_ptr`] of the task's record, and the scheduler holds a
+//!   strong count on that record for as long as the resumption lasts ([`Running`]
+//!   borrows it). The record's `yielder` is null until the coroutine starts and then
+//!   points at the coroutine's [`Yielder`], which lives on the coroutine's own stack for
+//!   the whole life of the coroutine ([`enter`] stores it).
+//! - `shared` (meaningful only while `task` is not null) points at the runtime state
+//!   whose method is resuming the task; that method holds `&Shared` for as long as the
+//!   resumption lasts.
 //!
-//! [`Running::enter`] sets them before `resume`, and dropping the [`Running`] guard puts
-//! back what was there before (null, except during nested shutdown passes).
+//! [`Running::enter`] sets both before `resume`, and dropping the [`Running`] guard sets
+//! `task` back to null. Resumptions do not nest: the loop cannot be stepped from inside a
+//! task, so there is no outer context to put back.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -25,6 +27,7 @@ use std::rc::Rc;
 
 use corosensei::Yielder;
 
+use crate::overflow::TaskInfo;
 use crate::runtime::Shared;
 use crate::slot::TaskCell;
 
@@ -44,7 +47,6 @@ pub(crate) type TaskYielder = Yielder<Resume, ()>;
 pub(crate) const BUDGET: u32 = 128;
 
 struct Ctx {
-    yielder: Cell<*const TaskYielder>,
     task: Cell<*const TaskCell>,
     shared: Cell<*const Shared>,
     /// Operations the running task may still complete before `cooperate` yields; reset
@@ -55,7 +57,6 @@ struct Ctx {
 thread_local! {
     static CTX: Ctx = const {
         Ctx {
-            yielder: Cell::new(ptr::null()),
             task: Cell::new(ptr::null()),
             shared: Cell::new(ptr::null()),
             budget: Cell::new(BUDGET),
@@ -66,7 +67,12 @@ thread_local! {
 /// Records `y` as the running coroutine's yielder. Called by the coroutine itself when it
 /// starts.
 pub(crate) fn enter(y: &TaskYielder) {
-    CTX.with(|c| c.yielder.set(y as *const TaskYielder));
+    let t = CTX.with(|c| c.task.get());
+    assert!(!t.is_null(), "copas: a task started outside the scheduler");
+    // SAFETY: by the invariant, a non-null `task` is the record of the coroutine running
+    // now (this one), kept alive by the scheduler during the resumption; only a `Cell` is
+    // written.
+    unsafe { (*t).yielder.set(y as *const TaskYielder) };
 }
 
 /// The scheduler's side of one resumption: while it lives, the context names `task`
@@ -74,54 +80,53 @@ pub(crate) fn enter(y: &TaskYielder) {
 pub(crate) struct Running<'a> {
     _task: &'a Rc<TaskCell>,
     _shared: &'a Shared,
-    prev: (*const TaskYielder, *const TaskCell, *const Shared),
 }
 
 impl<'a> Running<'a> {
+    #[inline(always)]
     pub(crate) fn enter(task: &'a Rc<TaskCell>, shared: &'a Shared) -> Running<'a> {
-        let prev = CTX.with(|c| {
+        CTX.with(|c| {
+            debug_assert!(c.task.get().is_null(), "copas: nested resumption");
             c.budget.set(BUDGET);
-            (
-                c.yielder.get(),
-                c.task.replace(Rc::as_ptr(task)),
-                c.shared.replace(shared as *const Shared),
-            )
+            c.task.set(Rc::as_ptr(task));
+            c.shared.set(shared as *const Shared);
         });
         Running {
             _task: task,
             _shared: shared,
-            prev,
         }
     }
 }
 
 impl Drop for Running<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        let (y, t, s) = self.prev;
-        CTX.with(|c| {
-            c.yielder.set(y);
-            c.task.set(t);
-            c.shared.set(s);
-        });
+        CTX.with(|c| c.task.set(ptr::null()));
     }
 }
 
 /// Whether code is running inside a copas coroutine.
 pub(crate) fn in_coroutine() -> bool {
-    CTX.with(|c| !c.yielder.get().is_null())
+    CTX.with(|c| !c.task.get().is_null())
+}
+
+/// The stack-overflow facts of the task running on this thread (null if none), for the
+/// signal handler: it reads only this constant-initialised thread-local.
+pub(crate) fn running_info() -> *const TaskInfo {
+    let t = CTX.with(|c| c.task.get());
+    if t.is_null() {
+        return ptr::null();
+    }
+    // SAFETY: by the invariant, a non-null `task` is the running task's record, alive for
+    // the resumption; only the field's address is computed here.
+    unsafe { &raw const (*t).overflow_info }
 }
 
 /// Runs `f` with the running task's record and runtime; `None` outside a task.
 #[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<TaskCell>, &Shared) -> R) -> Option<R> {
-    let (t, s) = CTX.with(|c| {
-        if c.yielder.get().is_null() {
-            (ptr::null(), ptr::null())
-        } else {
-            (c.task.get(), c.shared.get())
-        }
-    });
-    if t.is_null() || s.is_null() {
+    let (t, s) = CTX.with(|c| (c.task.get(), c.shared.get()));
+    if t.is_null() {
         return None;
     }
     // SAFETY: by the invariant, a non-null `task` comes from `Rc::as_ptr` of a record that
@@ -129,8 +134,9 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<TaskCell>, &Shared) -> R) -> Op
     // inside this task now. Wrapped in `ManuallyDrop`, the rebuilt `Rc` lends the
     // scheduler's strong count for the duration of `f` and never decrements it.
     let task = std::mem::ManuallyDrop::new(unsafe { Rc::from_raw(t) });
-    // SAFETY: by the invariant, `shared` is the runtime state whose method is resuming
-    // this task, borrowed for the whole resumption; `f` cannot keep the reference.
+    // SAFETY: by the invariant, while `task` is not null, `shared` is the runtime state
+    // whose method is resuming this task, borrowed for the whole resumption; `f` cannot
+    // keep the reference.
     let shared = unsafe { &*s };
     Some(f(&task, shared))
 }
@@ -155,16 +161,17 @@ pub(crate) fn spend_budget() -> bool {
 ///
 /// # Panics
 /// Panics when called outside a coroutine; callers check [`in_coroutine`] first.
+#[inline(always)]
 pub(crate) fn suspend() -> Resume {
-    let y = CTX.with(|c| c.yielder.get());
+    let t = CTX.with(|c| c.task.get());
+    assert!(!t.is_null(), "copas: suspend outside a task");
+    // SAFETY: by the invariant, a non-null `task` is the record of the coroutine running
+    // right now, alive for the resumption.
+    let y = unsafe { (*t).yielder.get() };
     assert!(!y.is_null(), "copas: suspend outside a task");
-    // SAFETY: by the invariant, a non-null pointer is the yielder of the coroutine running
-    // right now, which is this very call's coroutine; the yielder lives on that
-    // coroutine's stack until the coroutine finishes, so it is valid for this call.
-    let resumed = unsafe { (*y).suspend(()) };
-    // Other coroutines ran in between and the scheduler's guard put back the outer
-    // context: we are the running coroutine again, so restore our yielder (the task and
-    // runtime pointers were set by `Running::enter` before this resumption).
-    CTX.with(|c| c.yielder.set(y));
-    resumed
+    // SAFETY: `y` is the yielder of the coroutine running right now (its record's, stored
+    // when it started), which is this very call's coroutine; it lives on that coroutine's
+    // stack until the coroutine finishes, so it is valid for this call. When the scheduler
+    // resumes us, its guard has set the context to this task again.
+    unsafe { (*y).suspend(()) }
 }

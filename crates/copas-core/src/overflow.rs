@@ -5,10 +5,11 @@
 //! or the default action).
 //!
 //! Invariants:
-//! - `RUNNING` is null or points at the [`TaskInfo`] of the task running on this thread;
-//!   that record lives in the task's record (and its name in the task's name), which the
-//!   scheduler keeps alive while the task runs. Setting it is one pointer store per
-//!   switch.
+//! - `LOOKUP` (set once, by the first runtime) gives the [`TaskInfo`] of the task running
+//!   on this thread, or null: `context.rs`'s running-task pointer, which the scheduler
+//!   sets at each switch anyway, so this costs the switch nothing. The info lives in the
+//!   task's record (and its name in the task's name), which the scheduler keeps alive
+//!   while the task runs.
 //! - The handler only reads thread-locals with constant initialisers (no lazy init, no
 //!   allocation), formats into a stack buffer and calls `write` and `abort`, all of which
 //!   are async-signal-safe.
@@ -31,13 +32,14 @@ pub(crate) struct TaskInfo {
 }
 
 thread_local! {
-    static RUNNING: Cell<*const TaskInfo> = const { Cell::new(ptr::null()) };
     static ALTSTACK: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The handlers that were installed before ours, to pass other faults on to.
 static PREVIOUS: OnceLock<[Prev; 2]> = OnceLock::new();
 static INSTALL: Once = Once::new();
+/// Finds the running task's info; reads only a constant-initialised thread-local.
+static LOOKUP: OnceLock<fn() -> *const TaskInfo> = OnceLock::new();
 
 #[derive(Clone, Copy)]
 struct Prev {
@@ -62,8 +64,10 @@ fn page_size() -> usize {
 }
 
 /// Installs the process-wide handler (once) and this thread's alternate signal stack (if
-/// it has none). Called when a runtime is created on a thread.
-pub(crate) fn init_thread() {
+/// it has none). Called when a runtime is created on a thread; `lookup` gives the running
+/// task's info (null when none runs) and must be async-signal-safe.
+pub(crate) fn init_thread(lookup: fn() -> *const TaskInfo) {
+    let _ = LOOKUP.set(lookup);
     INSTALL.call_once(install_handlers);
     if ALTSTACK.with(Cell::get) {
         return;
@@ -158,19 +162,6 @@ impl TaskInfo {
     }
 }
 
-/// Records the task that is about to run on this thread; `info` must stay alive (and in
-/// place) until [`leave`].
-#[inline]
-pub(crate) fn enter(info: &TaskInfo) {
-    RUNNING.with(|r| r.set(info as *const TaskInfo));
-}
-
-/// Forgets the task once it has suspended or finished.
-#[inline]
-pub(crate) fn leave() {
-    RUNNING.with(|r| r.set(ptr::null()));
-}
-
 /// The guard page of a stack whose lowest address (guard included) is `limit`.
 pub(crate) fn guard_range(limit: usize) -> (usize, usize) {
     (limit, limit + page_size())
@@ -207,8 +198,8 @@ impl Msg {
 extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let running = RUNNING.with(Cell::get);
-    // SAFETY: by the module invariant, a non-null pointer is the running task's record,
+    let running = LOOKUP.get().map_or(ptr::null(), |f| f());
+    // SAFETY: by the module invariant, a non-null pointer is the running task's info,
     // alive while it runs; a fault on this thread happens while it runs.
     let running = (!running.is_null()).then(|| unsafe { *running });
     if let Some(running) = running.filter(|r| r.guard.0 <= addr && addr < r.guard.1) {

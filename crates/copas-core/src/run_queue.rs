@@ -1,14 +1,20 @@
 //! The run queue: the tasks waiting for their turn, FIFO, linked through their records
-//! (no allocation, no borrow flags).
+//! (no allocation, no borrow flags, no `Option<Rc>` moves on the links).
 //!
 //! Invariants:
 //! - A record is in the queue at most once, exactly while its state is `Queued` (the
-//!   scheduler's rule, see `slot.rs`); its `next` link is `None` whenever it is not in
-//!   the queue, so a record that is dropped or reused links nothing.
-//! - The queue holds one strong count on each queued record (through `head` and the
-//!   links), so the records stay alive while queued; `tail` is null exactly when the
-//!   queue is empty, else it points at the last queued record (kept alive by that count).
-//! - Dropping the queue unlinks the records one by one (no recursion through the links).
+//!   scheduler's rule, see `slot.rs`). Its `next` link is null exactly when it is not in
+//!   the queue, and [`END`] when it is the last one, so a record that is dropped or reused
+//!   links nothing, and pushing a record that is queued already is refused here (the
+//!   state rule makes that never happen, but the counts below do not depend on it).
+//! - The queue holds one strong count on each queued record, taken by [`push_back`]
+//!   (`Rc::into_raw`) and handed back by [`pop_front`] (`Rc::from_raw`), so the records
+//!   stay alive while queued and every pointer in `head`, `tail` and the links is valid.
+//!   `head` and `tail` are null exactly when the queue is empty.
+//! - Dropping the queue hands back every count, one record at a time (no recursion).
+//!
+//! [`push_back`]: RunQueue::push_back
+//! [`pop_front`]: RunQueue::pop_front
 
 #![allow(unsafe_code)]
 
@@ -18,8 +24,12 @@ use std::rc::Rc;
 
 use crate::slot::TaskCell;
 
+/// The `next` link of the last queued record: not null, and never a record's address
+/// (no record lives at the dangling address of its alignment).
+const END: *const TaskCell = ptr::dangling();
+
 pub(crate) struct RunQueue {
-    head: Cell<Option<Rc<TaskCell>>>,
+    head: Cell<*const TaskCell>,
     tail: Cell<*const TaskCell>,
     len: Cell<usize>,
 }
@@ -27,7 +37,7 @@ pub(crate) struct RunQueue {
 impl Default for RunQueue {
     fn default() -> RunQueue {
         RunQueue {
-            head: Cell::new(None),
+            head: Cell::new(ptr::null()),
             tail: Cell::new(ptr::null()),
             len: Cell::new(0),
         }
@@ -45,28 +55,43 @@ impl RunQueue {
         self.len.get() == 0
     }
 
-    /// Appends `cell`, which must not be queued already.
+    /// Appends `cell`; a record that is queued already stays where it is.
     #[inline]
     pub(crate) fn push_back(&self, cell: Rc<TaskCell>) {
-        let last = self.tail.replace(Rc::as_ptr(&cell));
+        if !cell.next.get().is_null() {
+            debug_assert!(false, "copas: a task was queued twice");
+            return;
+        }
+        cell.next.set(END);
+        let p = Rc::into_raw(cell);
+        let last = self.tail.replace(p);
         if last.is_null() {
-            self.head.set(Some(cell));
+            self.head.set(p);
         } else {
             // SAFETY: by the invariant, a non-null `tail` points at the last queued record,
-            // which the queue's own strong count keeps alive; only `Cell`s are touched.
-            unsafe { (*last).next.set(Some(cell)) };
+            // which the queue's own strong count keeps alive; only a `Cell` is written.
+            unsafe { (*last).next.set(p) };
         }
         self.len.set(self.len.get() + 1);
     }
 
     #[inline]
     pub(crate) fn pop_front(&self) -> Option<Rc<TaskCell>> {
-        let first = self.head.take()?;
-        let next = first.next.take();
-        if next.is_none() {
-            self.tail.set(ptr::null());
+        let first = self.head.get();
+        if first.is_null() {
+            return None;
         }
-        self.head.set(next);
+        // SAFETY: by the invariant, a non-null `head` came from `Rc::into_raw` in
+        // `push_back` and its count is still the queue's; taking it back here, once, as the
+        // record leaves the queue.
+        let first = unsafe { Rc::from_raw(first) };
+        let next = first.next.replace(ptr::null());
+        if next == END {
+            self.tail.set(ptr::null());
+            self.head.set(ptr::null());
+        } else {
+            self.head.set(next);
+        }
         self.len.set(self.len.get() - 1);
         Some(first)
     }

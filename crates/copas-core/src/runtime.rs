@@ -25,7 +25,7 @@ use crate::overflow;
 use crate::remote::{Handle, Remote};
 use crate::report::{self, ErrorHandler, Problem, TaskPanic};
 use crate::run_queue::RunQueue;
-use crate::slot::{RecordPool, State, TaskCell, TaskTable};
+use crate::slot::{flag, RecordPool, State, TaskCell, TaskTable};
 use crate::stack::StackPool;
 use crate::timer_queue::{TimerAction, TimerKey, TimerQueue};
 use crate::wait::WaitOn;
@@ -122,11 +122,15 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-struct Holder(RefCell<Option<Runtime>>);
+/// The thread's runtime, made on first use. A `OnceCell`, not a `RefCell`: the hot lookup
+/// (every spawn, every call made outside a task) is one load and a test.
+struct Holder(std::cell::OnceCell<Runtime>);
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        let rt = self.0.borrow_mut().take();
+        // The thread-local is marked destroyed before this runs: from here on,
+        // `try_current` and `with_existing` find no runtime.
+        let rt = self.0.take();
         if let Some(rt) = rt {
             rt.shared.shutdown();
         }
@@ -134,13 +138,13 @@ impl Drop for Holder {
 }
 
 thread_local! {
-    static RUNTIME: Holder = const { Holder(RefCell::new(None)) };
+    static RUNTIME: Holder = const { Holder(std::cell::OnceCell::new()) };
 }
 
 /// Runs `f` on this thread's runtime if it has one (without creating it).
 pub(crate) fn with_existing<R>(f: impl FnOnce(&Shared) -> R) -> Option<R> {
     RUNTIME
-        .try_with(|h| h.0.borrow().as_ref().map(|rt| rt.shared.clone()))
+        .try_with(|h| h.0.get().map(|rt| rt.shared.clone()))
         .ok()
         .flatten()
         .map(|s| f(&s))
@@ -164,11 +168,10 @@ impl Runtime {
     pub fn try_current() -> Option<Runtime> {
         RUNTIME
             .try_with(|h| {
-                h.0.borrow_mut()
-                    .get_or_insert_with(|| Runtime {
-                        shared: Rc::new(Shared::new()),
-                    })
-                    .clone()
+                h.0.get_or_init(|| Runtime {
+                    shared: Rc::new(Shared::new()),
+                })
+                .clone()
             })
             .ok()
     }
@@ -351,7 +354,7 @@ impl Runtime {
 
 impl Shared {
     fn new() -> Shared {
-        overflow::init_thread();
+        overflow::init_thread(crate::context::running_info);
         let parker = Rc::new(ThreadParker::new());
         let remote = Arc::new(Remote::new(parker.notifier()));
         Shared {
@@ -380,10 +383,6 @@ impl Shared {
             shutdown_deadline: Cell::new(None),
             fd_describer: Cell::new(None),
         }
-    }
-
-    pub(crate) fn default_stack_size(&self) -> usize {
-        self.stacks.borrow().default_size()
     }
 
     pub(crate) fn insert_timer(&self, deadline: Instant, action: TimerAction) -> TimerKey {
@@ -504,7 +503,7 @@ impl Shared {
         }
         for c in self.tasks.all() {
             let never_ran = c.coro.borrow().as_ref().is_some_and(|co| !co.started());
-            if never_ran && !c.cancelled.get() {
+            if never_ran && !c.has(flag::CANCELLED) {
                 self.report(
                     &c,
                     Problem::NeverRan,
@@ -520,8 +519,7 @@ impl Shared {
                 break;
             }
             for c in &all {
-                c.unwinding.set(true);
-                c.cancelled.set(true);
+                c.raise(flag::UNWINDING | flag::CANCELLED);
                 self.wake_cell(c);
             }
             drop(all);

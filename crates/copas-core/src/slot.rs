@@ -11,7 +11,9 @@
 //!   coroutine runs or a record is dropped.
 //! - A finished task's record is kept for reuse ([`RecordPool`]) only when nothing else
 //!   holds it (`Rc::get_mut` succeeds): a reused record is indistinguishable from a new
-//!   one, and no id, handle or destructor can still see the old task through it.
+//!   one, and no id, handle or destructor can still see the old task through it. (The
+//!   wait record, its start time and the scope deadline are not reset: they are read only
+//!   while `waiting` is set or `flag::SCOPE` is raised, and both are cleared.)
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use std::time::Instant;
 use corosensei::Coroutine;
 use slab::Slab;
 
-use crate::context::Resume;
+use crate::context::{Resume, TaskYielder};
 use crate::id::TaskId;
 use crate::overflow::TaskInfo;
 use crate::report::ErrorHandler;
@@ -30,6 +32,20 @@ use crate::stack::TaskStack;
 use crate::wait::WaitOn;
 
 pub(crate) type Coro = Coroutine<Resume, (), (), TaskStack>;
+
+/// The bits of [`TaskCell::flags`].
+pub(crate) mod flag {
+    /// Cancelled: the next blocking call fails with the cancellation error.
+    pub(crate) const CANCELLED: u8 = 1;
+    /// A blocking call already reported the cancellation: the next suspension unwinds.
+    pub(crate) const CANCEL_SEEN: u8 = 2;
+    /// Shutting down: every blocking call unwinds the stack.
+    pub(crate) const UNWINDING: u8 = 4;
+    /// Its wait timer fired (cleared when it suspends again).
+    pub(crate) const TIMED_OUT: u8 = 8;
+    /// A `with_timeout` scope is open (`scope_deadline` is `Some`).
+    pub(crate) const SCOPE: u8 = 16;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -46,6 +62,9 @@ pub(crate) enum State {
 /// Everything the scheduler knows about one task.
 pub(crate) struct TaskCell {
     pub(crate) id: TaskId,
+    /// The coroutine's yielder: null until the coroutine starts, then a pointer into its
+    /// own stack (see `context.rs`).
+    pub(crate) yielder: Cell<*const TaskYielder>,
     /// Borrowed mutably only by the scheduler while it resumes the task (never
     /// re-entrantly: the loop cannot be stepped from inside a task).
     pub(crate) coro: RefCell<Option<Coro>>,
@@ -55,14 +74,9 @@ pub(crate) struct TaskCell {
     pub(crate) overflow_info: TaskInfo,
     pub(crate) error_handler: Option<ErrorHandler>,
     pub(crate) peer: Option<SocketAddr>,
-    /// Cancelled: the next blocking call fails with the cancellation error.
-    pub(crate) cancelled: Cell<bool>,
-    /// A blocking call already reported the cancellation: the next suspension unwinds.
-    pub(crate) cancel_seen: Cell<bool>,
-    /// Shutting down: every blocking call unwinds the stack.
-    pub(crate) unwinding: Cell<bool>,
-    /// Its wait timer fired (cleared when it suspends again).
-    pub(crate) timed_out: Cell<bool>,
+    /// The [`flag`] bits: cancellation, unwinding, a fired wait timer, a timeout scope.
+    /// One word, so that a switch checks them all with one load and one test.
+    pub(crate) flags: Cell<u8>,
     /// Suspended in `park`.
     pub(crate) parked: Cell<bool>,
     /// An unpark arrived: the next `park` returns at once.
@@ -72,16 +86,17 @@ pub(crate) struct TaskCell {
     /// Delivers a dropped stream's output within its own deadline: a graceful shutdown
     /// does not cancel it.
     pub(crate) lingering: bool,
-    /// The deadline of the innermost `with_timeout` scope.
-    pub(crate) scope_deadline: Cell<Option<Instant>>,
+    /// The deadline of the innermost `with_timeout` scope (written only through
+    /// [`TaskCell::set_scope_deadline`], which keeps [`flag::SCOPE`] in step).
+    scope_deadline: Cell<Option<Instant>>,
     /// What it waits on while suspended (meaningful while `waiting`; a yield writes
     /// nothing).
     pub(crate) wait: Cell<WaitOn>,
     pub(crate) waiting: Cell<bool>,
     /// The loop's clock when it suspended (read at the latest poll, so it may be early).
     pub(crate) since: Cell<Option<Instant>>,
-    /// The next task in the run queue (see `run_queue.rs`); `None` when not queued.
-    pub(crate) next: Cell<Option<Rc<TaskCell>>>,
+    /// The next task in the run queue (see `run_queue.rs`); null when not queued or last.
+    pub(crate) next: Cell<*const TaskCell>,
     /// diag: the task's span (feature `tracing`), entered while the task runs; replaced by
     /// `Span::none()` when the thread's runtime is torn down (see `Shared::shutdown`).
     #[cfg(feature = "tracing")]
@@ -133,16 +148,14 @@ impl RecordPool {
         }
         Rc::new(TaskCell {
             id: t.id,
+            yielder: Cell::new(std::ptr::null()),
             coro: RefCell::new(Some(t.coro)),
             name: t.name,
             state: Cell::new(State::Queued),
             overflow_info: t.overflow_info,
             error_handler: t.error_handler,
             peer: t.peer,
-            cancelled: Cell::new(false),
-            cancel_seen: Cell::new(false),
-            unwinding: Cell::new(false),
-            timed_out: Cell::new(false),
+            flags: Cell::new(0),
             parked: Cell::new(false),
             token: Cell::new(false),
             exit_waiter: Cell::new(false),
@@ -151,7 +164,7 @@ impl RecordPool {
             wait: Cell::new(WaitOn::Nothing),
             waiting: Cell::new(false),
             since: Cell::new(None),
-            next: Cell::new(None),
+            next: Cell::new(std::ptr::null()),
             #[cfg(feature = "tracing")]
             span: RefCell::new(t.span), // diag
         })
@@ -167,33 +180,66 @@ impl RecordPool {
         if self.free.borrow().len() >= POOL_RECORDS {
             return;
         }
-        // Back to the state of a new record (what `make` does not overwrite).
+        // Back to the state of a new record (what `make` does not overwrite). The wait
+        // record is `Nothing` already (each suspension clears it when it ends, and a task
+        // finishes running); `since` and `scope_deadline` mean nothing while `waiting` is
+        // false and `flag::SCOPE` is lowered, so they are left as they are.
+        debug_assert!(!c.waiting.get(), "copas: a finished task still waits");
         let coro = c.coro.get_mut().take();
         let name = c.name.take();
         let handler = c.error_handler.take();
+        c.yielder.set(std::ptr::null());
         c.state.set(State::Queued);
-        c.cancelled.set(false);
-        c.cancel_seen.set(false);
-        c.unwinding.set(false);
-        c.timed_out.set(false);
+        c.flags.set(0);
         c.parked.set(false);
         c.token.set(false);
         c.exit_waiter.set(false);
-        c.scope_deadline.set(None);
-        let wait = c.wait.replace(WaitOn::Nothing);
-        c.waiting.set(false);
-        c.since.set(None);
         #[cfg(feature = "tracing")]
         let span = std::mem::replace(c.span.get_mut(), tracing::Span::none()); // diag
         #[cfg(not(feature = "tracing"))]
         let span = ();
         // These may run user destructors, which may spawn: the pool is not borrowed now.
-        drop((coro, name, handler, wait, span));
+        drop((coro, name, handler, span));
         self.free.borrow_mut().push(rc);
     }
 }
 
 impl TaskCell {
+    /// Whether any of the `bits` (of [`flag`]) is set.
+    #[inline(always)]
+    pub(crate) fn has(&self, bits: u8) -> bool {
+        self.flags.get() & bits != 0
+    }
+
+    #[inline(always)]
+    pub(crate) fn raise(&self, bits: u8) {
+        self.flags.set(self.flags.get() | bits);
+    }
+
+    #[inline(always)]
+    pub(crate) fn lower(&self, bits: u8) {
+        self.flags.set(self.flags.get() & !bits);
+    }
+
+    /// The deadline of the innermost `with_timeout` scope.
+    #[inline]
+    pub(crate) fn scope_deadline(&self) -> Option<Instant> {
+        if self.has(flag::SCOPE) {
+            self.scope_deadline.get()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn set_scope_deadline(&self, d: Option<Instant>) {
+        self.scope_deadline.set(d);
+        if d.is_some() {
+            self.raise(flag::SCOPE);
+        } else {
+            self.lower(flag::SCOPE);
+        }
+    }
+
     /// A copy of the wait record.
     pub(crate) fn wait_on(&self) -> WaitOn {
         if !self.waiting.get() {

@@ -175,33 +175,54 @@ pub(crate) fn resident_depth(lo: usize, hi: usize, page: usize) -> usize {
     }
 }
 
-/// The stack of one task.
-pub(crate) enum TaskStack {
+/// The stack of one task, with its top address kept at hand (corosensei asks for it at
+/// every resume).
+pub(crate) struct TaskStack {
+    base: StackPointer,
+    kind: StackKind,
+}
+
+enum StackKind {
     /// A pooled slot of the default size.
     Arena(ArenaStack),
     /// A stack of another size, mapped on its own.
     Mapped(DefaultStack),
 }
 
-// SAFETY: an `Arena` stack's range `[lo, lo + slot_len)` is inside a live mapping kept alive
-// by the `Rc<Chunk>`, page-aligned (so 16-byte aligned), with a guard page at `lo` and at
-// least one usable page above it (`slot_len >= usable size + page`, usable size >= 16 KiB).
-// `Mapped` delegates to corosensei's own implementation.
-unsafe impl Stack for TaskStack {
-    fn base(&self) -> StackPointer {
-        match self {
-            TaskStack::Arena(a) => StackPointer::new(a.lo + a.chunk.slot_len)
+impl TaskStack {
+    fn arena(a: ArenaStack) -> TaskStack {
+        TaskStack {
+            base: StackPointer::new(a.lo + a.chunk.slot_len)
                 .expect("a mapping is never at address zero"),
-            TaskStack::Mapped(d) => d.base(),
+            kind: StackKind::Arena(a),
         }
     }
 
+    fn mapped(d: DefaultStack) -> TaskStack {
+        TaskStack {
+            base: d.base(),
+            kind: StackKind::Mapped(d),
+        }
+    }
+}
+
+// SAFETY: an `Arena` stack's range `[lo, lo + slot_len)` is inside a live mapping kept alive
+// by the `Rc<Chunk>`, page-aligned (so 16-byte aligned), with a guard page at `lo` and at
+// least one usable page above it (`slot_len >= usable size + page`, usable size >= 16 KiB);
+// `base` is `lo + slot_len`, computed when the stack was taken (neither field changes).
+// `Mapped` delegates to corosensei's own implementation (`base` is its `base()`).
+unsafe impl Stack for TaskStack {
+    #[inline]
+    fn base(&self) -> StackPointer {
+        self.base
+    }
+
     fn limit(&self) -> StackPointer {
-        match self {
-            TaskStack::Arena(a) => {
+        match &self.kind {
+            StackKind::Arena(a) => {
                 StackPointer::new(a.lo).expect("a mapping is never at address zero")
             }
-            TaskStack::Mapped(d) => d.limit(),
+            StackKind::Mapped(d) => d.limit(),
         }
     }
 }
@@ -262,14 +283,14 @@ impl StackPool {
     /// A stack of `size` usable bytes: a pooled slot when the size is the default one.
     pub(crate) fn take(&mut self, size: usize) -> io::Result<TaskStack> {
         if size != self.default_size {
-            return DefaultStack::new(size).map(TaskStack::Mapped);
+            return DefaultStack::new(size).map(TaskStack::mapped);
         }
         if let Some(stack) = self.free.pop() {
-            return Ok(TaskStack::Arena(stack));
+            return Ok(TaskStack::arena(stack));
         }
         if let Some(chunk) = &self.current {
             if let Some(stack) = chunk.carve(self.page)? {
-                return Ok(TaskStack::Arena(stack));
+                return Ok(TaskStack::arena(stack));
             }
         }
         let chunk = Chunk::new(self.slot_len())?;
@@ -277,13 +298,13 @@ impl StackPool {
         self.chunks.push(Rc::downgrade(&chunk));
         let stack = chunk.carve(self.page)?.expect("a new chunk has free slots");
         self.current = Some(chunk);
-        Ok(TaskStack::Arena(stack))
+        Ok(TaskStack::arena(stack))
     }
 
     /// Gives back the stack of a finished coroutine.
     pub(crate) fn give(&mut self, stack: TaskStack) {
-        match stack {
-            TaskStack::Arena(a) if a.chunk.slot_len == self.slot_len() => {
+        match stack.kind {
+            StackKind::Arena(a) if a.chunk.slot_len == self.slot_len() => {
                 if self.free.len() >= KEEP_RESIDENT {
                     self.deepest_released = self.deepest_released.max(a.depth(self.page));
                     a.release_memory(self.page);

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 use corosensei::CoroutineResult;
 
 use crate::context::{self, Resume, Running};
-use crate::overflow;
 use crate::runtime::Shared;
-use crate::slot::{State, TaskCell};
+use crate::slot::{flag, State, TaskCell};
 use crate::timer_queue::TimerAction;
 
 /// While tasks are runnable, at most this many steps in a row skip polling the driver.
@@ -111,21 +110,7 @@ impl Shared {
                 busy = true;
             }
         }
-        busy |= self.run_pass();
-        if more {
-            // The next pass would be a step that skips the poll: make it here, without the
-            // step's own bookkeeping. Output is flushed below, before the next poll.
-            while self.busy_steps.get() < POLL_EVERY
-                && self.shutdown_deadline.get().is_none()
-                && !self.run_queue.is_empty()
-            {
-                self.busy_steps.set(self.busy_steps.get() + 1);
-                self.steps.set(self.steps.get() + 1);
-                self.take_remote();
-                self.fire_timers();
-                self.run_pass();
-            }
-        }
+        busy |= self.run_passes(more);
         // Output written during the pass leaves now, not at the next step, which a
         // program driving `step` may take much later.
         match driver {
@@ -192,7 +177,7 @@ impl Shared {
             match action {
                 TimerAction::Wake(id) => {
                     if let Some(c) = self.tasks.get(id) {
-                        c.timed_out.set(true);
+                        c.raise(flag::TIMED_OUT);
                         self.wake_cell(&c);
                     } else if id.is_main() {
                         self.wake(id);
@@ -207,15 +192,37 @@ impl Shared {
     /// Resumes every task that was runnable when the pass began. (Not re-entrant: the
     /// loop cannot be stepped from inside a task.)
     pub(crate) fn run_pass(&self) -> bool {
-        // The queue fills up again during the pass, at its back: this pass takes only the
-        // tasks in front of those.
-        let n = self.run_queue.len();
-        for _ in 0..n {
-            let next = self.run_queue.pop_front();
-            let Some(cell) = next else { break };
-            self.resume(cell);
+        self.run_passes(false)
+    }
+
+    /// One pass; with `more`, further passes while the next one would be a step that
+    /// skips the poll: they are made here, in the same loop, without the step's own
+    /// bookkeeping (each is still preceded by the remote queue and the timers, and
+    /// counted as a step). Output is flushed by the caller, before the next poll.
+    fn run_passes(&self, more: bool) -> bool {
+        let mut any = false;
+        loop {
+            // The queue fills up again during the pass, at its back: this pass takes only
+            // the tasks in front of those.
+            let n = self.run_queue.len();
+            for _ in 0..n {
+                let next = self.run_queue.pop_front();
+                let Some(cell) = next else { break };
+                self.resume(cell);
+            }
+            any |= n > 0;
+            if !more
+                || self.busy_steps.get() >= POLL_EVERY
+                || self.shutdown_deadline.get().is_some()
+                || self.run_queue.is_empty()
+            {
+                return any;
+            }
+            self.busy_steps.set(self.busy_steps.get() + 1);
+            self.steps.set(self.steps.get() + 1);
+            self.take_remote();
+            self.fire_timers();
         }
-        n > 0
     }
 
     #[inline]
@@ -230,9 +237,10 @@ impl Shared {
             return;
         };
         cell.state.set(State::Running);
-        overflow::enter(&cell.overflow_info);
         // A task cancelled before it started never runs: it starts by unwinding.
-        let input = if cell.unwinding.get() || (cell.cancelled.get() && !coro.started()) {
+        let input = if cell.has(flag::UNWINDING | flag::CANCELLED)
+            && (cell.has(flag::UNWINDING) || !coro.started())
+        {
             Resume::Unwind
         } else {
             Resume::Run
@@ -246,7 +254,6 @@ impl Shared {
             let _running = Running::enter(&cell, self);
             coro.resume(input)
         };
-        overflow::leave();
         if let Some(ran) = self.watch.leave() {
             self.report_blocked(&cell, ran); // diag: blocked-loop warning (cold)
         }
@@ -257,13 +264,14 @@ impl Shared {
                 }
             }
             CoroutineResult::Return(()) => {
-                let coro = slot.take();
+                // The finished coroutine gives up its stack where it lies, straight to the
+                // pool (no copies of the coroutine or the stack kept across other calls).
+                if let Some(coro) = slot.take() {
+                    self.stacks.borrow_mut().give(coro.into_stack());
+                }
                 drop(slot);
                 cell.state.set(State::Done);
                 let removed = self.tasks.remove(cell.id);
-                if let Some(coro) = coro {
-                    self.stacks.borrow_mut().give(coro.into_stack());
-                }
                 drop(removed);
                 self.records.recycle(cell);
             }

@@ -22,7 +22,7 @@ use crate::context::{self, Resume};
 use crate::error::{self, Unwinding};
 use crate::id::TaskId;
 use crate::runtime::{Runtime, Shared};
-use crate::slot::{State, TaskCell};
+use crate::slot::{flag, State, TaskCell};
 use crate::timer_queue::TimerAction;
 use crate::wait::WaitOn;
 
@@ -74,7 +74,7 @@ impl Shared {
         let Some(cell) = self.tasks.get(id) else {
             return false;
         };
-        cell.cancelled.set(true);
+        cell.raise(flag::CANCELLED);
         if cell.state.get() == State::Suspended {
             self.wake_cell(&cell);
         }
@@ -91,7 +91,7 @@ impl Shared {
             if spare_lingering && cell.lingering {
                 continue;
             }
-            cell.cancelled.set(true);
+            cell.raise(flag::CANCELLED);
             if cell.state.get() == State::Suspended {
                 self.wake_cell(&cell);
             }
@@ -121,9 +121,7 @@ pub(crate) fn gone() -> io::Error {
 /// (`TimedOut`), or it is cancelled (an error for which `is_cancelled` holds). Outside a
 /// task, drives the loop until the caller (the main pseudo-task) is woken.
 pub(crate) fn suspend(wait: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
-    if let Some(r) =
-        context::with_current(|cell, shared| suspend_task(shared, cell, wait, deadline, false))
-    {
+    if let Some(r) = context::with_current(|cell, shared| wait_task(shared, cell, wait, deadline)) {
         return r;
     }
     // While the thread exits, destructors of unwound tasks may still try to block.
@@ -133,12 +131,28 @@ pub(crate) fn suspend(wait: WaitOn, deadline: Option<Instant>) -> io::Result<()>
 
 /// As [`suspend`], on the given runtime (the current thread's).
 pub(crate) fn suspend_on(rt: &Runtime, wait: WaitOn, deadline: Option<Instant>) -> io::Result<()> {
-    if let Some(r) =
-        context::with_current(|cell, shared| suspend_task(shared, cell, wait, deadline, false))
-    {
+    if let Some(r) = context::with_current(|cell, shared| wait_task(shared, cell, wait, deadline)) {
         return r;
     }
     suspend_main_on(rt.shared(), deadline)
+}
+
+/// The wait of [`JoinHandle::join`](crate::JoinHandle::join) for task `id`: names the
+/// caller (its task, or MAIN outside a task) in `waiter`, then suspends as
+/// [`suspend_on`] with no deadline, looking the running task up once for both.
+pub(crate) fn suspend_join(
+    rt: &Runtime,
+    id: TaskId,
+    waiter: &std::cell::Cell<Option<TaskId>>,
+) -> io::Result<()> {
+    if let Some(r) = context::with_current(|cell, shared| {
+        waiter.set(Some(cell.id));
+        wait_task(shared, cell, WaitOn::Join(id), None)
+    }) {
+        return r;
+    }
+    waiter.set(Some(TaskId::MAIN));
+    suspend_main_on(rt.shared(), None)
 }
 
 fn suspend_main_on(shared: &Shared, deadline: Option<Instant>) -> io::Result<()> {
@@ -147,6 +161,41 @@ fn suspend_main_on(shared: &Shared, deadline: Option<Instant>) -> io::Result<()>
     }
     let deadline = earliest(deadline, shared.main_scope_deadline.get());
     suspend_main(shared, deadline)
+}
+
+/// A wait of the running task `cell` on `wait`. With no deadline and no flag raised
+/// (no cancellation, no unwinding, no timeout scope) it is [`suspend_task`] with no timer
+/// to arm or disarm and one test of the flag word on each side of the switch; anything
+/// else takes the general path, which checks in the same order.
+#[inline(always)]
+fn wait_task(
+    shared: &Shared,
+    cell: &Rc<TaskCell>,
+    wait: WaitOn,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    const BEFORE: u8 = flag::CANCELLED | flag::CANCEL_SEEN | flag::UNWINDING | flag::SCOPE;
+    if deadline.is_some()
+        || cell.has(BEFORE)
+        || matches!(wait, WaitOn::Nothing)
+        || std::thread::panicking()
+    {
+        return suspend_task(shared, cell, wait, deadline, false);
+    }
+    cell.lower(flag::TIMED_OUT);
+    cell.wait.set(wait);
+    cell.since.set(shared.last_now.get());
+    cell.waiting.set(true);
+    let resumed = context::suspend();
+    cell.waiting.set(false);
+    let _ended = cell.wait.replace(WaitOn::Nothing);
+    if resumed == Resume::Unwind {
+        panic::resume_unwind(Box::new(Unwinding));
+    }
+    if cell.has(flag::CANCELLED | flag::TIMED_OUT) {
+        return interrupted(cell);
+    }
+    Ok(())
 }
 
 /// Suspends the running task `cell`; with `requeue`, the task is put back in the run
@@ -162,20 +211,20 @@ pub(crate) fn suspend_task(
     if std::thread::panicking() {
         return Err(error::panicking());
     }
-    if cell.unwinding.get() || cell.cancel_seen.get() {
+    if cell.has(flag::UNWINDING | flag::CANCEL_SEEN) {
         panic::resume_unwind(Box::new(Unwinding));
     }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
+    if cell.has(flag::CANCELLED) {
+        cell.raise(flag::CANCEL_SEEN);
         #[cfg(feature = "tracing")]
         tracing::debug!("copas: task cancelled"); // diag
         return Err(crate::Cancelled.into());
     }
-    let deadline = earliest(deadline, cell.scope_deadline.get());
+    let deadline = earliest(deadline, cell.scope_deadline());
     if deadline.is_some_and(|d| Instant::now() >= d) {
         return Err(io::ErrorKind::TimedOut.into());
     }
-    cell.timed_out.set(false);
+    cell.lower(flag::TIMED_OUT);
     if requeue {
         shared.wake_cell(cell);
     }
@@ -208,12 +257,12 @@ pub(crate) fn suspend_task(
     if resumed == Resume::Unwind {
         panic::resume_unwind(Box::new(Unwinding));
     }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
+    if cell.has(flag::CANCELLED) {
+        cell.raise(flag::CANCEL_SEEN);
         #[cfg(feature = "tracing")]
         tracing::debug!("copas: task cancelled"); // diag
         Err(crate::Cancelled.into())
-    } else if cell.timed_out.get() {
+    } else if cell.has(flag::TIMED_OUT) {
         #[cfg(feature = "tracing")]
         if !slept {
             tracing::debug!("copas: a wait timed out"); // diag
@@ -227,47 +276,45 @@ pub(crate) fn suspend_task(
 /// Yields the running task, or (outside one) runs a step; see
 /// [`yield_now`](crate::yield_now).
 pub(crate) fn yield_now() -> io::Result<()> {
-    if let Some(r) = context::with_current(|cell, shared| {
-        if cell.scope_deadline.get().is_some() {
-            // A `with_timeout` scope arms a wait timer: the general path.
-            suspend_task(shared, cell, WaitOn::Nothing, None, true)
-        } else {
-            yield_task(shared, cell)
-        }
-    }) {
+    if let Some(r) = context::with_current(yield_task) {
         return r;
     }
     let rt = Runtime::try_current().ok_or_else(gone)?;
     rt.shared().step(Some(Duration::ZERO)).map(drop)
 }
 
-/// [`suspend_task`] for a yield with no deadline at all: the same checks in the same
-/// order, without the wait record and timer bookkeeping (nothing to arm, nothing to
-/// record), so the hot switch stays small.
+/// A yield of the running task `cell`. With no flag raised (no cancellation, no
+/// unwinding, no fired timer, no timeout scope) it is [`suspend_task`] with nothing to
+/// check, arm or record: one test of the flag word before the switch and one after.
+/// Anything else takes the general path, which checks in the same order.
 #[inline(always)]
-fn yield_task(shared: &Shared, cell: &Rc<TaskCell>) -> io::Result<()> {
-    if std::thread::panicking() {
-        return Err(error::panicking());
+fn yield_task(cell: &Rc<TaskCell>, shared: &Shared) -> io::Result<()> {
+    const BEFORE: u8 =
+        flag::CANCELLED | flag::CANCEL_SEEN | flag::UNWINDING | flag::TIMED_OUT | flag::SCOPE;
+    if cell.has(BEFORE) || std::thread::panicking() {
+        return suspend_task(shared, cell, WaitOn::Nothing, None, true);
     }
-    if cell.unwinding.get() || cell.cancel_seen.get() {
-        panic::resume_unwind(Box::new(Unwinding));
-    }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
-        return Err(crate::Cancelled.into());
-    }
-    cell.timed_out.set(false);
     shared.wake_cell(cell);
     if context::suspend() == Resume::Unwind {
         panic::resume_unwind(Box::new(Unwinding));
     }
-    if cell.cancelled.get() {
-        cell.cancel_seen.set(true);
+    if cell.has(flag::CANCELLED | flag::TIMED_OUT) {
+        return interrupted(cell);
+    }
+    Ok(())
+}
+
+/// A wait with no deadline (or a yield) was interrupted by a cancellation or (never
+/// without a deadline, kept for the general rule) a fired wait timer.
+#[cold]
+fn interrupted(cell: &TaskCell) -> io::Result<()> {
+    if cell.has(flag::CANCELLED) {
+        cell.raise(flag::CANCEL_SEEN);
+        #[cfg(feature = "tracing")]
+        tracing::debug!("copas: task cancelled"); // diag
         Err(crate::Cancelled.into())
-    } else if cell.timed_out.get() {
-        Err(io::ErrorKind::TimedOut.into())
     } else {
-        Ok(())
+        Err(io::ErrorKind::TimedOut.into())
     }
 }
 
@@ -288,7 +335,7 @@ fn cooperate_slow() {
         if std::thread::panicking() {
             return;
         }
-        if cell.unwinding.get() || cell.cancel_seen.get() {
+        if cell.has(flag::UNWINDING | flag::CANCEL_SEEN) {
             panic::resume_unwind(Box::new(Unwinding));
         }
         shared.wake_cell(cell);
@@ -354,11 +401,11 @@ pub fn with_timeout<R>(timeout: Duration, f: impl FnOnce() -> R) -> R {
     let cell = context::with_current(|cell, _| cell.clone());
     let rt = Runtime::current();
     let prev = match &cell {
-        Some(c) => c.scope_deadline.get(),
+        Some(c) => c.scope_deadline(),
         None => rt.shared().main_scope_deadline.get(),
     };
     let set = |d: Option<Instant>| match &cell {
-        Some(c) => c.scope_deadline.set(d),
+        Some(c) => c.set_scope_deadline(d),
         None => rt.shared().main_scope_deadline.set(d),
     };
     set(earliest(prev, new));

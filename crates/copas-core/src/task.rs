@@ -24,7 +24,6 @@ use crate::report::{ErrorHandler, Problem, TaskPanic};
 use crate::runtime::{self, Runtime, Shared};
 use crate::slot::{Coro, NewTask};
 use crate::suspend::{self, gone};
-use crate::wait::WaitOn;
 
 /// A handle to a task: its id, its name, and a way to wake it from [`park`](crate::park).
 ///
@@ -124,9 +123,7 @@ impl<T> JoinHandle<T> {
             if let Some(r) = self.state.result.borrow_mut().take() {
                 return r;
             }
-            let me = crate::hooks::waiter_id();
-            self.state.waiter.set(Some(me));
-            let r = suspend::suspend_on(&self.runtime, WaitOn::Join(self.id), None);
+            let r = suspend::suspend_join(&self.runtime, self.id, &self.state.waiter);
             self.state.waiter.set(None);
             match r {
                 Ok(()) => {}
@@ -288,11 +285,12 @@ impl Builder {
     {
         let rt = Runtime::try_current().ok_or_else(gone)?;
         let shared = rt.shared();
-        let size = self
-            .stack_size
-            .unwrap_or_else(|| shared.default_stack_size());
         let state = shared.join_states.make::<T>();
-        let stack = shared.stacks.borrow_mut().take(size)?;
+        let (stack, size) = {
+            let mut stacks = shared.stacks.borrow_mut();
+            let size = self.stack_size.unwrap_or(stacks.default_size());
+            (stacks.take(size)?, size)
+        };
         let guard = overflow::guard_range(stack.limit().get());
         let id = shared.next_id();
         let root_state = state.clone();
@@ -323,7 +321,7 @@ impl Builder {
             name: self.name,
             task: std::cell::OnceCell::new(),
             state,
-            runtime: rt.clone(),
+            runtime: rt,
             recycle: |shared, state| shared.join_states.recycle(state),
         })
     }
@@ -354,7 +352,7 @@ where
     };
     #[cfg(feature = "tracing")]
     if matches!(outcome, Err(JoinError::Cancelled))
-        && context::with_current(|c, _| !c.unwinding.get()).unwrap_or(false)
+        && context::with_current(|c, _| !c.has(crate::slot::flag::UNWINDING)).unwrap_or(false)
     {
         tracing::debug!("copas: task unwound: cancelled"); // diag
     }

@@ -293,7 +293,8 @@ impl Drop for Rearm {
             next.unpark();
         }
         let cancelled =
-            crate::context::with_current(|cell, _| cell.cancelled.get()).unwrap_or(true);
+            crate::context::with_current(|cell, _| cell.has(crate::slot::flag::CANCELLED))
+                .unwrap_or(true);
         if cancelled || inner.epoch.get() != self.epoch || inner.armed.get().is_some() {
             return;
         }

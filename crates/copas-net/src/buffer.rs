@@ -97,15 +97,8 @@ impl ReadBuffer {
             // The usual state between lines: nothing to search.
             return Line::Incomplete;
         }
-        let start = self.scanned;
-        match memchr::memchr(b'\n', &self.buf[start..]) {
-            Some(pos) => {
-                let nl = start + pos;
-                let content = if nl > 0 && self.buf[nl - 1] == b'\r' {
-                    nl - 1
-                } else {
-                    nl
-                };
+        match line_at(&self.buf, self.scanned) {
+            Some((content, nl)) => {
                 if content > max {
                     self.scanned = nl;
                     return Line::TooLong;
@@ -261,13 +254,8 @@ pub(crate) fn receive_line_into<F: Fill>(
         }
         let mut landed = false;
         let mut land = |data: &[u8]| -> usize {
-            let Some(nl) = memchr::memchr(b'\n', data) else {
+            let Some((content, nl)) = line_at(data, 0) else {
                 return 0;
-            };
-            let content = if nl > 0 && data[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
             };
             if content > max_line {
                 return 0; // buffered; `take_line_into` reports it
@@ -294,6 +282,19 @@ pub(crate) fn receive_line_into<F: Fill>(
             };
         }
     }
+}
+
+/// The first line in `data` whose `\n` is at or after `from`: the length of its content
+/// (without the `\n` and a `\r` before it) and the index of its `\n`.
+#[inline]
+fn line_at(data: &[u8], from: usize) -> Option<(usize, usize)> {
+    let nl = from + memchr::memchr(b'\n', &data[from..])?;
+    let content = if nl > 0 && data[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    Some((content, nl))
 }
 
 #[cold]

@@ -215,10 +215,7 @@ pub(crate) fn suspend_task(
         panic::resume_unwind(Box::new(Unwinding));
     }
     if cell.has(flag::CANCELLED) {
-        cell.raise(flag::CANCEL_SEEN);
-        #[cfg(feature = "tracing")]
-        tracing::debug!("copas: task cancelled"); // diag
-        return Err(crate::Cancelled.into());
+        return interrupted(cell);
     }
     let deadline = earliest(deadline, cell.scope_deadline());
     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -257,20 +254,14 @@ pub(crate) fn suspend_task(
     if resumed == Resume::Unwind {
         panic::resume_unwind(Box::new(Unwinding));
     }
-    if cell.has(flag::CANCELLED) {
-        cell.raise(flag::CANCEL_SEEN);
+    if cell.has(flag::CANCELLED | flag::TIMED_OUT) {
         #[cfg(feature = "tracing")]
-        tracing::debug!("copas: task cancelled"); // diag
-        Err(crate::Cancelled.into())
-    } else if cell.has(flag::TIMED_OUT) {
-        #[cfg(feature = "tracing")]
-        if !slept {
+        if !slept && !cell.has(flag::CANCELLED) {
             tracing::debug!("copas: a wait timed out"); // diag
         }
-        Err(io::ErrorKind::TimedOut.into())
-    } else {
-        Ok(())
+        return interrupted(cell);
     }
+    Ok(())
 }
 
 /// Yields the running task, or (outside one) runs a step; see
@@ -304,8 +295,8 @@ fn yield_task(cell: &Rc<TaskCell>, shared: &Shared) -> io::Result<()> {
     Ok(())
 }
 
-/// A wait with no deadline (or a yield) was interrupted by a cancellation or (never
-/// without a deadline, kept for the general rule) a fired wait timer.
+/// A suspension ends (or, cancelled, never starts) with an error: the cancellation
+/// (first seen now) wins over a fired wait timer.
 #[cold]
 fn interrupted(cell: &TaskCell) -> io::Result<()> {
     if cell.has(flag::CANCELLED) {
